@@ -1,0 +1,288 @@
+"""LightningDataModule for class-per-folder emotion images."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from emotionvision.data.cache import DecodeCache, DecodedImage
+from emotionvision.data.demo import generate_demo_dataset
+from emotionvision.data.duplicates import conflicting_groups, duplicate_groups
+from emotionvision.data.images import SkipReport, list_class_files
+from emotionvision.data.split import (
+    SPLITS,
+    check_stratifiable,
+    read_manifest,
+    stratified_group_split,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ImageTensorDataset(Dataset):
+    """Cached uint8 images with labels; `transform` runs on the uint8 tensor, output is float."""
+
+    def __init__(
+        self, images: list[DecodedImage], labels: list[int], transform: v2.Transform | None = None
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+        self.to_float = v2.ToDtype(torch.float32, scale=True)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        pixels = self.images[index].pixels
+        if self.transform is not None:
+            pixels = self.transform(pixels)
+        return self.to_float(pixels), self.labels[index]
+
+
+def find_class_names(root: Path, classes: list[str] | None) -> list[str]:
+    """Class names: `classes` as given, else the sorted sub-folders of root (or of root/train)."""
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Data root {root} does not exist. Set data.root=PATH to a folder with one "
+            "sub-folder of images per class."
+        )
+    class_root = root / "train" if has_predefined_splits(root) else root
+    found = sorted(
+        p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    if classes is None:
+        if not found:
+            raise ValueError(
+                f"{class_root} has no class sub-folders (expected root/<class>/<image>)."
+            )
+        return found
+    unknown = sorted(set(classes) - set(found))
+    if unknown:
+        raise ValueError(
+            f"data.classes names {unknown}, not folders of {class_root} (found {found})."
+        )
+    return list(classes)
+
+
+def has_predefined_splits(root: Path) -> bool:
+    """True when root ships its own train/ and test/ folders of classes (as FER2013 does)."""
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+class EmotionDataModule(pl.LightningDataModule):
+    """Images decoded once into a cache, a stratified duplicate-aware split, tensor augmentation.
+
+    The split is written to `manifest_path` (CSV: path, label, split, group); `split_file`
+    reuses such a manifest instead of splitting.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        classes: list[str] | None = None,
+        split_ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        split_seed: int = 42,
+        split_file: str | Path | None = None,
+        manifest_path: str | Path | None = None,
+        near_duplicate_bits: int = 20,
+        image_size: int = 224,
+        cache_dir: str | Path = "data/cache",
+        batch_size: int = 32,
+        num_workers: int = 2,
+        augmentation: v2.Transform | None = None,
+        train_label_shuffle_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.split_ratios = list(split_ratios)
+        self.split_seed = split_seed
+        self.split_file = Path(split_file) if split_file else None
+        self.manifest_path = Path(manifest_path) if manifest_path else None
+        self.near_duplicate_bits = near_duplicate_bits
+        self.image_size = image_size
+        self.cache_dir = Path(cache_dir)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augmentation = augmentation
+        self.train_label_shuffle_seed = train_label_shuffle_seed
+        if self.split_file is not None:
+            manifest_labels = sorted({row["label"] for row in read_manifest(self.split_file)})
+            self.class_names = list(classes) if classes else manifest_labels
+        else:
+            self.class_names = find_class_names(self.root, classes)
+        self.datasets: dict[str, ImageTensorDataset] = {}
+        self.manifest: list[tuple[str, str, str, int]] = []
+
+    def prepare_data(self) -> None:
+        """Decode every image not yet in the cache (once, on one process)."""
+        paths, _, _ = self._list_images(SkipReport())
+        DecodeCache(self.cache_dir, self.image_size).get_many(paths, SkipReport())
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load cached images, split them (or read the split file), build the datasets."""
+        if self.datasets:
+            return
+        report = SkipReport()
+        paths, labels, preset_splits = self._list_images(report)
+        kept_paths, images = DecodeCache(self.cache_dir, self.image_size).get_many(paths, report)
+        report.log_summary(self.root)
+        kept = {path: i for i, path in enumerate(kept_paths)}
+        index = np.array([i for i, path in enumerate(paths) if path in kept])
+        label_array = np.asarray(labels)[index]
+        self._check_classes_present(label_array)
+        hashes = torch.stack([image.hash_bits for image in images]).numpy()
+        groups = duplicate_groups(hashes, self.near_duplicate_bits)
+        self._report_duplicates(kept_paths, label_array, groups)
+        splits = self._assign_splits(label_array, groups, preset_splits, index)
+        self.manifest = [
+            (str(path), self.class_names[label], split, int(group))
+            for path, label, split, group in zip(
+                kept_paths, label_array, splits, groups, strict=True
+            )
+        ]
+        self._write_manifest()
+        self._build_datasets(images, label_array, splits)
+
+    def _list_images(self, report: SkipReport) -> tuple[list[Path], list[int], list[str | None]]:
+        """Candidate files with labels and predefined split names (from folders or split_file)."""
+        if self.split_file is not None:
+            return self._list_from_manifest()
+        folders = [(self.root, None)]
+        if has_predefined_splits(self.root):
+            folders = [(self.root / "train", "train"), (self.root / "test", "test")]
+        paths, labels, preset = [], [], []
+        for folder, split in folders:
+            for label, name in enumerate(self.class_names):
+                class_dir = folder / name
+                files = list_class_files(class_dir, report) if class_dir.is_dir() else []
+                if not files:
+                    raise ValueError(
+                        f"Class folder {class_dir} holds no files: add images or drop it."
+                    )
+                paths += files
+                labels += [label] * len(files)
+                preset += [split] * len(files)
+        return paths, labels, preset
+
+    def _list_from_manifest(self) -> tuple[list[Path], list[int], list[str | None]]:
+        rows = [row for row in read_manifest(self.split_file) if row["label"] in self.class_names]
+        missing = [row["path"] for row in rows if not Path(row["path"]).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} images listed in {self.split_file} are missing, e.g. {missing[0]}."
+            )
+        label_of = {name: i for i, name in enumerate(self.class_names)}
+        return (
+            [Path(row["path"]) for row in rows],
+            [label_of[row["label"]] for row in rows],
+            [row["split"] for row in rows],
+        )
+
+    def _check_classes_present(self, labels: np.ndarray) -> None:
+        counts = Counter(labels.tolist())
+        empty = [name for i, name in enumerate(self.class_names) if counts.get(i, 0) == 0]
+        if empty:
+            raise ValueError(f"No readable images for classes {empty} under {self.root}.")
+
+    def _report_duplicates(self, paths: list[Path], labels: np.ndarray, groups: np.ndarray) -> None:
+        sizes = np.bincount(groups)
+        log.info(
+            "Duplicate groups (exact or within %d bits): %d groups, %d images",
+            self.near_duplicate_bits,
+            int((sizes > 1).sum()),
+            int(sizes[sizes > 1].sum()),
+        )
+        for group in conflicting_groups(groups, labels):
+            members = [
+                f"{paths[i]} ({self.class_names[labels[i]]})"
+                for i in np.flatnonzero(groups == group)
+            ]
+            log.warning("Duplicates with conflicting labels: %s", "; ".join(members))
+
+    def _assign_splits(
+        self, labels: np.ndarray, groups: np.ndarray, preset: list[str | None], index: np.ndarray
+    ) -> np.ndarray:
+        """Split names: preset ones kept; the rest split stratified by duplicate group."""
+        preset_array = np.asarray(preset, dtype=object)[index]
+        if self.split_file is not None:
+            return preset_array.astype(str)
+        if preset_array[0] is None:
+            check_stratifiable(labels, groups, self.split_ratios, self.class_names, self.root)
+            return stratified_group_split(labels, groups, self.split_ratios, self.split_seed)
+        splits = preset_array.astype(str)
+        train = splits == "train"
+        train_val_ratios = [self.split_ratios[0], self.split_ratios[1], 0.0]
+        _, train_groups = np.unique(groups[train], return_inverse=True)
+        splits[train] = stratified_group_split(
+            labels[train], train_groups, train_val_ratios, self.split_seed
+        )
+        leaking = len(set(groups[train]) & set(groups[splits == "test"]))
+        if leaking:
+            log.warning("%d duplicate groups span the predefined train and test folders.", leaking)
+        return splits
+
+    @rank_zero_only
+    def _write_manifest(self) -> None:
+        if self.manifest_path is not None:
+            write_manifest(self.manifest_path, self.manifest)
+            log.info("Split manifest written to %s", self.manifest_path)
+
+    def _build_datasets(
+        self, images: list[DecodedImage], labels: np.ndarray, splits: np.ndarray
+    ) -> None:
+        for split in SPLITS:
+            members = np.flatnonzero(splits == split)
+            split_labels = labels[members]
+            if split == "train" and self.train_label_shuffle_seed is not None:
+                split_labels = np.random.default_rng(self.train_label_shuffle_seed).permutation(
+                    split_labels
+                )
+            transform = self.augmentation if split == "train" else None
+            self.datasets[split] = ImageTensorDataset(
+                [images[i] for i in members], split_labels.tolist(), transform
+            )
+        sizes = {split: len(dataset) for split, dataset in self.datasets.items()}
+        log.info("Split sizes: %s (classes: %s)", sizes, self.class_names)
+
+    @property
+    def class_weights(self) -> torch.Tensor:
+        """Inverse-frequency weights of the training split, normalised to mean 1."""
+        counts = torch.bincount(
+            torch.tensor(self.datasets["train"].labels), minlength=len(self.class_names)
+        )
+        weights = counts.sum() / (len(self.class_names) * counts.clamp(min=1).float())
+        return weights / weights.mean()
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def demo_datamodule(root: str | Path, **kwargs) -> EmotionDataModule:
+    """The datamodule over the drawn-faces demo set, generated into `root` on first use."""
+    generate_demo_dataset(root)
+    return EmotionDataModule(root, **kwargs)

@@ -1,0 +1,89 @@
+"""Stratified, duplicate-aware train/val/test splits and the split manifest (CSV)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ("path", "label", "split", "group")
+
+
+def _group_labels(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Majority label of each group (smallest label on ties)."""
+    num_labels = int(labels.max()) + 1
+    votes = np.zeros((int(groups.max()) + 1, num_labels), dtype=np.int64)
+    np.add.at(votes, (groups, labels), 1)
+    return votes.argmax(axis=1)
+
+
+def stratified_group_split(
+    labels: np.ndarray, groups: np.ndarray, ratios: list[float], seed: int
+) -> np.ndarray:
+    """Split names per image; each group goes whole to one split, and every class is shared out
+    by `ratios` (train, val, test fractions; a zero fraction gets nothing). Deterministic in
+    `seed`. Each class's groups are dealt to the split furthest below its share."""
+    ratios_array = np.asarray(ratios, dtype=np.float64) / np.sum(ratios)
+    group_label = _group_labels(groups, labels)
+    group_size = np.bincount(groups)
+    rng = np.random.default_rng(seed)
+    group_split = np.zeros(len(group_size), dtype=np.int64)
+    for label in np.unique(labels):
+        class_groups = rng.permutation(np.flatnonzero(group_label == label))
+        target = ratios_array * group_size[class_groups].sum()
+        assigned = np.zeros(len(SPLITS))
+        for group in class_groups:
+            shortfall = np.where(
+                target > 0, (target - assigned) / np.maximum(target, 1e-9), -np.inf
+            )
+            choice = int(np.argmax(shortfall))
+            group_split[group] = choice
+            assigned[choice] += group_size[group]
+    return np.array(SPLITS)[group_split[groups]]
+
+
+def check_stratifiable(
+    labels: np.ndarray, groups: np.ndarray, ratios: list[float], class_names: list[str], root: Path
+) -> None:
+    """Raise ValueError naming the class and counts when a class cannot reach every split."""
+    shares = np.asarray(ratios, dtype=np.float64) / np.sum(ratios)
+    needed_splits = int((shares > 0).sum())
+    for label, name in enumerate(class_names):
+        members = labels == label
+        num_images, num_groups = int(members.sum()), len(np.unique(groups[members]))
+        if num_groups < needed_splits or num_images * shares[shares > 0].min() < 0.5:
+            raise ValueError(
+                f"Class '{name}' under {root} has {num_images} images in {num_groups} distinct "
+                f"(non-duplicate) groups: too few to stratify into splits {list(ratios)}. "
+                "Add images, drop the class with data.classes=[...], or change data.split_ratios."
+            )
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str, str, int]]) -> None:
+    """Write (path, label, split, group) rows as CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """Rows of a split manifest; ValueError naming the file when it is not one."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Split manifest {path} does not exist (data.split_file).")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(
+                f"{path} is not a split manifest: columns {sorted(missing)} are missing "
+                f"(expected {', '.join(MANIFEST_COLUMNS)})."
+            )
+        rows = list(reader)
+    bad = [row["split"] for row in rows if row["split"] not in SPLITS]
+    if bad:
+        raise ValueError(f"{path}: unknown split name '{bad[0]}' (expected one of {SPLITS}).")
+    return rows

@@ -1,0 +1,1 @@
+"""Reporting: metrics, figures and run summaries."""
