@@ -56,14 +56,10 @@ class DecodeCache:
         self.entries: dict[str, DecodedImage] = {}
         for shard_path in sorted(self.folder.glob("shard-*.pt")):
             shard = torch.load(shard_path, mmap=True, weights_only=True)
-            for key, pixels, hash_bits in zip(
-                shard["keys"], shard["images"], shard["hashes"], strict=True
-            ):
+            for key, pixels, hash_bits in zip(shard["keys"], shard["images"], shard["hashes"], strict=True):
                 self.entries[key] = DecodedImage(pixels, hash_bits)
 
-    def get_many(
-        self, paths: list[Path], report: SkipReport
-    ) -> tuple[list[Path], list[DecodedImage]]:
+    def get_many(self, paths: list[Path], report: SkipReport) -> tuple[list[Path], list[DecodedImage]]:
         """Decoded images for `paths` (decoding and saving the missing ones); the files that
         cannot be decoded are left out and added to `report`."""
         workers = os.cpu_count() or 1
@@ -71,20 +67,12 @@ class DecodeCache:
             keys = list(pool.map(content_key, paths))
             missing = [(p, k) for p, k in zip(paths, keys, strict=True) if k not in self.entries]
             if missing:
-                log.info(
-                    "Decoding %d images to %d px (cache: %s)", len(missing), self.size, self.folder
-                )
+                log.info("Decoding %d images to %d px (cache: %s)", len(missing), self.size, self.folder)
             results = list(pool.map(lambda item: _decode(item[0], self.size), missing))
         self._add_shard(
-            [
-                (key, r)
-                for (_, key), r in zip(missing, results, strict=True)
-                if not isinstance(r, str)
-            ]
+            [(key, r) for (_, key), r in zip(missing, results, strict=True) if not isinstance(r, str)]
         )
-        failures = {
-            key: r for (_, key), r in zip(missing, results, strict=True) if isinstance(r, str)
-        }
+        failures = {key: r for (_, key), r in zip(missing, results, strict=True) if isinstance(r, str)}
         kept_paths, kept_images = [], []
         for path, key in zip(paths, keys, strict=True):
             if key in failures:

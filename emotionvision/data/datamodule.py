@@ -57,20 +57,14 @@ def find_class_names(root: Path, classes: list[str] | None) -> list[str]:
             "sub-folder of images per class."
         )
     class_root = root / "train" if has_predefined_splits(root) else root
-    found = sorted(
-        p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    found = sorted(p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is None:
         if not found:
-            raise ValueError(
-                f"{class_root} has no class sub-folders (expected root/<class>/<image>)."
-            )
+            raise ValueError(f"{class_root} has no class sub-folders (expected root/<class>/<image>).")
         return found
     unknown = sorted(set(classes) - set(found))
     if unknown:
-        raise ValueError(
-            f"data.classes names {unknown}, not folders of {class_root} (found {found})."
-        )
+        raise ValueError(f"data.classes names {unknown}, not folders of {class_root} (found {found}).")
     return list(classes)
 
 
@@ -146,9 +140,7 @@ class EmotionDataModule(pl.LightningDataModule):
         splits = self._assign_splits(label_array, groups, preset_splits, index)
         self.manifest = [
             (str(path), self.class_names[label], split, int(group))
-            for path, label, split, group in zip(
-                kept_paths, label_array, splits, groups, strict=True
-            )
+            for path, label, split, group in zip(kept_paths, label_array, splits, groups, strict=True)
         ]
         self._write_manifest()
         self._build_datasets(images, label_array, splits)
@@ -166,9 +158,7 @@ class EmotionDataModule(pl.LightningDataModule):
                 class_dir = folder / name
                 files = list_class_files(class_dir, report) if class_dir.is_dir() else []
                 if not files:
-                    raise ValueError(
-                        f"Class folder {class_dir} holds no files: add images or drop it."
-                    )
+                    raise ValueError(f"Class folder {class_dir} holds no files: add images or drop it.")
                 paths += files
                 labels += [label] * len(files)
                 preset += [split] * len(files)
@@ -203,10 +193,7 @@ class EmotionDataModule(pl.LightningDataModule):
             int(sizes[sizes > 1].sum()),
         )
         for group in conflicting_groups(groups, labels):
-            members = [
-                f"{paths[i]} ({self.class_names[labels[i]]})"
-                for i in np.flatnonzero(groups == group)
-            ]
+            members = [f"{paths[i]} ({self.class_names[labels[i]]})" for i in np.flatnonzero(groups == group)]
             log.warning("Duplicates with conflicting labels: %s", "; ".join(members))
 
     def _assign_splits(
@@ -223,9 +210,7 @@ class EmotionDataModule(pl.LightningDataModule):
         train = splits == "train"
         train_val_ratios = [self.split_ratios[0], self.split_ratios[1], 0.0]
         _, train_groups = np.unique(groups[train], return_inverse=True)
-        splits[train] = stratified_group_split(
-            labels[train], train_groups, train_val_ratios, self.split_seed
-        )
+        splits[train] = stratified_group_split(labels[train], train_groups, train_val_ratios, self.split_seed)
         leaking = len(set(groups[train]) & set(groups[splits == "test"]))
         if leaking:
             log.warning("%d duplicate groups span the predefined train and test folders.", leaking)
@@ -237,16 +222,12 @@ class EmotionDataModule(pl.LightningDataModule):
             write_manifest(self.manifest_path, self.manifest)
             log.info("Split manifest written to %s", self.manifest_path)
 
-    def _build_datasets(
-        self, images: list[DecodedImage], labels: np.ndarray, splits: np.ndarray
-    ) -> None:
+    def _build_datasets(self, images: list[DecodedImage], labels: np.ndarray, splits: np.ndarray) -> None:
         for split in SPLITS:
             members = np.flatnonzero(splits == split)
             split_labels = labels[members]
             if split == "train" and self.train_label_shuffle_seed is not None:
-                split_labels = np.random.default_rng(self.train_label_shuffle_seed).permutation(
-                    split_labels
-                )
+                split_labels = np.random.default_rng(self.train_label_shuffle_seed).permutation(split_labels)
             transform = self.augmentation if split == "train" else None
             self.datasets[split] = ImageTensorDataset(
                 [images[i] for i in members], split_labels.tolist(), transform
@@ -257,9 +238,7 @@ class EmotionDataModule(pl.LightningDataModule):
     @property
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights of the training split, normalised to mean 1."""
-        counts = torch.bincount(
-            torch.tensor(self.datasets["train"].labels), minlength=len(self.class_names)
-        )
+        counts = torch.bincount(torch.tensor(self.datasets["train"].labels), minlength=len(self.class_names))
         weights = counts.sum() / (len(self.class_names) * counts.clamp(min=1).float())
         return weights / weights.mean()
 

@@ -142,9 +142,7 @@ def _mouth_sneer(face: Face, y: float, rng: np.random.Generator) -> None:
     """Disgust: a wavy, asymmetric mouth with one corner pulled up."""
     ts = np.linspace(-1.0, 1.0, 17)
     wave, lift = rng.uniform(0.025, 0.045), rng.uniform(0.12, 0.17)
-    points = [
-        (0.34 * t, y + wave * math.sin(3 * math.pi * t) - lift * (1 - t) ** 2 / 4) for t in ts
-    ]
+    points = [(0.34 * t, y + wave * math.sin(3 * math.pi * t) - lift * (1 - t) ** 2 / 4) for t in ts]
     face.line([(float(x), float(v)) for x, v in points], 0.1, fill=MOUTH_DARK)
 
 
@@ -175,22 +173,16 @@ def _draw_eye(face: Face, side: int, half_height: float, iris: Colour, gaze: Poi
     """One eye at x = side * 0.4: white and iris when open, a squeezed chevron when shut."""
     x, y = side * 0.4, -0.2
     if half_height <= 0:
-        face.line(
-            [(x - side * 0.17, y - 0.09), (x + side * 0.1, y), (x - side * 0.17, y + 0.09)], 0.07
-        )
+        face.line([(x - side * 0.17, y - 0.09), (x + side * 0.1, y), (x - side * 0.17, y + 0.09)], 0.07)
         return
-    face.ellipse(
-        x, y, 0.17, half_height, fill=(250, 250, 250), outline=face.ink, width=face.px(0.04)
-    )
+    face.ellipse(x, y, 0.17, half_height, fill=(250, 250, 250), outline=face.ink, width=face.px(0.04))
     radius = min(0.07, half_height * 0.9)
     gx, gy = gaze
     face.ellipse(x + gx, y + gy, radius, radius, fill=iris)
     face.ellipse(x + gx, y + gy, radius * 0.45, radius * 0.45, fill=(10, 10, 10))
 
 
-def _draw_brow(
-    face: Face, side: int, lift: float, tilt: float, thick: float, colour: Colour
-) -> None:
+def _draw_brow(face: Face, side: int, lift: float, tilt: float, thick: float, colour: Colour) -> None:
     """One eyebrow from its outer to its inner end; `tilt` lowers the inner end."""
     base = -0.5 - lift
     outer, inner = (side * 0.62, base), (side * 0.17, base + tilt)

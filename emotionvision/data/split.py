@@ -35,9 +35,7 @@ def stratified_group_split(
         target = ratios_array * group_size[class_groups].sum()
         assigned = np.zeros(len(SPLITS))
         for group in class_groups:
-            shortfall = np.where(
-                target > 0, (target - assigned) / np.maximum(target, 1e-9), -np.inf
-            )
+            shortfall = np.where(target > 0, (target - assigned) / np.maximum(target, 1e-9), -np.inf)
             choice = int(np.argmax(shortfall))
             group_split[group] = choice
             assigned[choice] += group_size[group]

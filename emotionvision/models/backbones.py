@@ -89,6 +89,4 @@ def load_local_weights(model: nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(
-            f"{path} does not match the backbone's ImageNet architecture: {error}"
-        ) from error
+        raise ValueError(f"{path} does not match the backbone's ImageNet architecture: {error}") from error

@@ -71,9 +71,7 @@ class EmotionClassifier(pl.LightningModule):
             logits, targets, weight=weight, label_smoothing=self.loss_options["label_smoothing"]
         )
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
         outputs = self(images)
         logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
@@ -94,9 +92,7 @@ class EmotionClassifier(pl.LightningModule):
         logits = self(images)
         self._update(stage, logits, targets, self.loss(logits, targets))
 
-    def _update(
-        self, stage: str, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
-    ) -> None:
+    def _update(self, stage: str, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
         self.metrics[f"{stage}_metrics"].update(logits.detach().softmax(dim=1), targets)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
 
@@ -116,9 +112,7 @@ class EmotionClassifier(pl.LightningModule):
         results = scalar_results(computed, self.class_names)
         self.results[stage] = results
         self.confusion[stage] = computed["confusion_matrix"].tolist()
-        self.log_dict(
-            {f"{stage}/{name}": value for name, value in results.items()}, sync_dist=False
-        )
+        self.log_dict({f"{stage}/{name}": value for name, value in results.items()}, sync_dist=False)
         if stage != "train" and not self.trainer.sanity_checking:
             self._log_confusion_figure(stage)
 
@@ -127,9 +121,7 @@ class EmotionClassifier(pl.LightningModule):
             if isinstance(logger, TensorBoardLogger) and self.trainer.is_global_zero:
                 title = f"{stage} confusion matrix, epoch {self.current_epoch}"
                 figure = confusion_matrix_figure(self.confusion[stage], self.class_names, title)
-                logger.experiment.add_figure(
-                    f"{stage}/confusion_matrix", figure, self.current_epoch
-                )
+                logger.experiment.add_figure(f"{stage}/confusion_matrix", figure, self.current_epoch)
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(self.parameters())
