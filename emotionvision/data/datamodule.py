@@ -192,9 +192,15 @@ class EmotionDataModule(pl.LightningDataModule):
             int((sizes > 1).sum()),
             int(sizes[sizes > 1].sum()),
         )
-        for group in conflicting_groups(groups, labels):
-            members = [f"{paths[i]} ({self.class_names[labels[i]]})" for i in np.flatnonzero(groups == group)]
-            log.warning("Duplicates with conflicting labels: %s", "; ".join(members))
+        conflicts = conflicting_groups(groups, labels)
+        for rank, group in enumerate(conflicts):
+            members = "; ".join(
+                f"{paths[i]} ({self.class_names[labels[i]]})" for i in np.flatnonzero(groups == group)
+            )
+            level = logging.WARNING if rank < 5 else logging.DEBUG
+            log.log(level, "Duplicates with conflicting labels: %s", members)
+        if len(conflicts) > 5:
+            log.warning("%d duplicate groups with conflicting labels in all (listed at DEBUG).", len(conflicts))
 
     def _assign_splits(
         self, labels: np.ndarray, groups: np.ndarray, preset: list[str | None], index: np.ndarray

@@ -140,10 +140,10 @@ def _mouth_open(face: Face, y: float, rng: np.random.Generator) -> None:
 
 def _mouth_sneer(face: Face, y: float, rng: np.random.Generator) -> None:
     """Disgust: a wavy, asymmetric mouth with one corner pulled up."""
-    ts = np.linspace(-1.0, 1.0, 17)
     wave, lift = rng.uniform(0.025, 0.045), rng.uniform(0.12, 0.17)
-    points = [(0.34 * t, y + wave * math.sin(3 * math.pi * t) - lift * (1 - t) ** 2 / 4) for t in ts]
-    face.line([(float(x), float(v)) for x, v in points], 0.1, fill=MOUTH_DARK)
+    ts = np.linspace(-1.0, 1.0, 17)
+    ys = y + wave * np.sin(3 * math.pi * ts) - lift * (1 - ts) ** 2 / 4
+    face.line(list(zip(0.34 * ts, ys, strict=True)), 0.1, fill=MOUTH_DARK)
 
 
 def _mouth_grimace(face: Face, y: float, rng: np.random.Generator) -> None:
@@ -173,21 +173,23 @@ def _draw_eye(face: Face, side: int, half_height: float, iris: Colour, gaze: Poi
     """One eye at x = side * 0.4: white and iris when open, a squeezed chevron when shut."""
     x, y = side * 0.4, -0.2
     if half_height <= 0:
-        face.line([(x - side * 0.17, y - 0.09), (x + side * 0.1, y), (x - side * 0.17, y + 0.09)], 0.07)
+        outer = x - side * 0.17
+        face.line([(outer, y - 0.09), (x + side * 0.1, y), (outer, y + 0.09)], 0.07)
         return
-    face.ellipse(x, y, 0.17, half_height, fill=(250, 250, 250), outline=face.ink, width=face.px(0.04))
+    white = {"fill": (250, 250, 250), "outline": face.ink, "width": face.px(0.04)}
+    face.ellipse(x, y, 0.17, half_height, **white)
     radius = min(0.07, half_height * 0.9)
     gx, gy = gaze
     face.ellipse(x + gx, y + gy, radius, radius, fill=iris)
     face.ellipse(x + gx, y + gy, radius * 0.45, radius * 0.45, fill=(10, 10, 10))
 
 
-def _draw_brow(face: Face, side: int, lift: float, tilt: float, thick: float, colour: Colour) -> None:
-    """One eyebrow from its outer to its inner end; `tilt` lowers the inner end."""
+def _draw_brow(face: Face, side: int, lift: float, tilt: float, pen: tuple[float, Colour]) -> None:
+    """One eyebrow drawn with pen = (width, colour); `tilt` lowers its inner end."""
     base = -0.5 - lift
     outer, inner = (side * 0.62, base), (side * 0.17, base + tilt)
     middle = (side * 0.4, base + tilt / 2 - 0.04)
-    face.line([outer, middle, inner], thick, fill=colour)
+    face.line([outer, middle, inner], pen[0], fill=pen[1])
 
 
 def _draw_nose(face: Face, wrinkles: bool) -> None:
@@ -203,15 +205,15 @@ def _draw_features(face: Face, emotion: str, rng: np.random.Generator) -> None:
     expression = EXPRESSIONS[emotion]
     iris = EYE_COLOURS[rng.integers(len(EYE_COLOURS))]
     gaze = (rng.uniform(-0.04, 0.04), rng.uniform(-0.02, 0.02))
-    thick = rng.uniform(0.09, 0.13)
     brow_colour = tuple(int(c * 0.6) for c in face.hair) if rng.random() < 0.5 else face.ink
+    pen = (rng.uniform(0.09, 0.13), brow_colour)
     for index, side in enumerate((-1, 1)):
         opening = expression.eye_open[index]
         opening = opening * rng.uniform(0.85, 1.15) if opening > 0 else 0.0
         _draw_eye(face, side, opening, iris, gaze)
         lift = expression.brow_lift[index] + rng.normal(0, 0.025)
         tilt = expression.brow_tilt + rng.normal(0, 0.025)
-        _draw_brow(face, side, lift, tilt, thick, brow_colour)
+        _draw_brow(face, side, lift, tilt, pen)
     _draw_nose(face, expression.wrinkles)
     MOUTHS[expression.mouth](face, 0.62 + rng.normal(0, 0.03), rng)
 
