@@ -2,5 +2,6 @@
 
 from emotionvision.data import EmotionDataModule
 from emotionvision.models import EmotionClassifier
+from emotionvision.predict import Predictor
 
-__all__ = ["EmotionClassifier", "EmotionDataModule"]
+__all__ = ["EmotionClassifier", "EmotionDataModule", "Predictor"]

@@ -12,6 +12,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from emotionvision.reporting.report import write_test_report
+from emotionvision.reporting.sanity import write_sanity_report
+
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +46,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics |= {f"test/{name}": value for name, value in model.results["test"].items()}
         metrics["test/confusion_matrix"] = model.confusion["test"]
     if trainer.is_global_zero:
+        if cfg.test:  # the full report of the tested model; the values trainer.test logged win
+            metrics = write_test_report(model, datamodule, Path(cfg.paths.output_dir)) | metrics
         write_run_summary(cfg, trainer, metrics)
+        if cfg.sanity.name != "none":
+            write_sanity_report(cfg.sanity, model, Path(cfg.paths.output_dir))
     return metrics
 
 

@@ -97,7 +97,7 @@ class EmotionDataModule(pl.LightningDataModule):
         train_label_shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
+        self.root = Path(root).expanduser().resolve()  # absolute paths in the manifest
         self.split_ratios = list(split_ratios)
         self.split_seed = split_seed
         self.split_file = Path(split_file) if split_file else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,10 +14,33 @@ from matplotlib.figure import Figure
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: str) -> Figure:
     """Counts annotated on a row-normalised colour scale; true classes on rows."""
-    matrix = np.asarray(matrix)
-    row_share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.0 + 0.8 * len(class_names)
     figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    _draw_confusion_matrix(figure, axes, np.asarray(matrix), class_names, as_share=False)
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix_pair_figure(matrix: np.ndarray, class_names: list[str], title: str) -> Figure:
+    """Two panels: counts, and shares of each true class (rows sum to 1)."""
+    size = 1.0 + 0.8 * len(class_names)
+    figure, (counts_axes, share_axes) = plt.subplots(
+        1, 2, figsize=(2 * size + 3, size + 1), layout="constrained"
+    )
+    _draw_confusion_matrix(figure, counts_axes, np.asarray(matrix), class_names, as_share=False)
+    _draw_confusion_matrix(figure, share_axes, np.asarray(matrix), class_names, as_share=True)
+    counts_axes.set_title("counts")
+    share_axes.set_title("row-normalised (recall on the diagonal)")
+    figure.suptitle(title)
+    return figure
+
+
+def _draw_confusion_matrix(
+    figure: Figure, axes: plt.Axes, matrix: np.ndarray, class_names: list[str], as_share: bool
+) -> None:
+    """The matrix coloured by row share, each cell annotated with its count or its row share."""
+    row_share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     image = axes.imshow(row_share, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axes, label="share of true class")
     ticks = np.arange(len(class_names))
@@ -23,9 +48,100 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: s
     axes.set_yticks(ticks, class_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(title)
     for row, col in np.ndindex(matrix.shape):
         colour = "white" if row_share[row, col] > 0.5 else "black"
-        axes.text(col, row, f"{matrix[row, col]}", ha="center", va="center", color=colour)
-    figure.tight_layout()
+        text = f"{row_share[row, col]:.2f}" if as_share else f"{matrix[row, col]}"
+        axes.text(col, row, text, ha="center", va="center", color=colour)
+
+
+def roc_figure(
+    false_positive_rates: list[np.ndarray],
+    true_positive_rates: list[np.ndarray],
+    aucs: list[float],
+    class_names: list[str],
+    title: str,
+) -> Figure:
+    """One one-vs-rest ROC curve per class, its AUC in the legend."""
+    figure, axes = plt.subplots(figsize=(6.5, 6), layout="constrained")
+    for fpr, tpr, auc, name in zip(false_positive_rates, true_positive_rates, aucs, class_names, strict=True):
+        axes.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    axes.set_xlabel("false positive rate")
+    axes.set_ylabel("true positive rate")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.01)
+    axes.set_aspect("equal")
+    axes.legend(loc="lower right")
+    axes.set_title(title)
     return figure
+
+
+def reliability_figure(
+    bin_accuracy: np.ndarray, bin_confidence: np.ndarray, bin_share: np.ndarray, ece: float, title: str
+) -> Figure:
+    """Reliability diagram of torchmetrics' calibration bins: accuracy per confidence bin against
+    the diagonal of perfect calibration, each bin's mean confidence as a dot, and the share of
+    samples per bin below. The last bin (a narrow bar at 1) holds confidences of exactly 1."""
+    num_bins = len(bin_share) - 1
+    edges = np.linspace(0, 1, num_bins + 1)
+    centres = np.append((edges[:-1] + edges[1:]) / 2, 1.0)
+    widths = np.append(np.full(num_bins, 1 / num_bins), 0.3 / num_bins)
+    used = bin_share > 0
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(6, 7), sharex=True, height_ratios=[3, 1], layout="constrained"
+    )
+    top.bar(centres, bin_accuracy, width=widths, edgecolor="black", label="accuracy in bin")
+    top.scatter(
+        bin_confidence[used], bin_accuracy[used], color="black", s=14, zorder=3, label="mean confidence"
+    )
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1.02)
+    top.legend(loc="upper left")
+    top.set_title(f"{title}\nECE {ece:.4f} ({num_bins} bins)")
+    bottom.bar(centres, bin_share, width=widths, edgecolor="black", color="tab:orange")
+    bottom.set_xlabel("confidence (top predicted probability)")
+    bottom.set_ylabel("share of samples")
+    bottom.set_xlim(0, 1.03)
+    return figure
+
+
+def learning_curves_figure(curves: dict[str, dict[int, float]], best_epoch: int, title: str) -> Figure:
+    """Training vs validation loss and macro-F1 per epoch (`curves` keyed by TensorBoard tag,
+    e.g. 'train/loss', mapping epoch -> value), the best epoch marked by a dashed line."""
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    for axes, metric, label in zip(panels, ("loss", "macro_f1"), ("loss", "macro-F1"), strict=True):
+        for stage in ("train", "val"):
+            points = curves.get(f"{stage}/{metric}", {})
+            axes.plot(list(points), list(points.values()), marker="o", label=stage)
+        axes.axvline(best_epoch, linestyle="--", color="grey", label=f"best epoch ({best_epoch})")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.set_title(label)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.legend()
+    figure.suptitle(title)
+    return figure
+
+
+def image_grid_figure(images: list[np.ndarray], captions: list[str], title: str, columns: int = 4) -> Figure:
+    """Images (H x W x 3 uint8) in a grid, each with its caption above it."""
+    rows = max(1, -(-len(images) // columns))
+    figure, axes_grid = plt.subplots(
+        rows, columns, figsize=(2.6 * columns, 3 * rows + 0.5), squeeze=False, layout="constrained"
+    )
+    for axes in axes_grid.flat:
+        axes.axis("off")
+    for axes, image, caption in zip(axes_grid.flat, images, captions, strict=False):
+        axes.imshow(image)
+        axes.set_title(caption, fontsize=9)
+    if not images:
+        axes_grid[0, 0].text(0, 0.5, "no images to show", fontsize=12)
+    figure.suptitle(title)
+    return figure
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    """Write the figure as a PNG file and release it."""
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

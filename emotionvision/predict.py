@@ -1,0 +1,177 @@
+"""`emotionvision-predict`: label image files and folders with a trained checkpoint.
+
+From Python: `Predictor("run/checkpoints/best-epoch007.ckpt").predict(["photo.jpg", "folder/"], top_k=3)`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torchvision.transforms.v2.functional import to_dtype
+
+from emotionvision.data.images import SkipReport, list_class_files, load_rgb, resize_center_crop
+from emotionvision.models.checkpoint import load_classifier
+from emotionvision.models.classifier import EmotionClassifier
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' is CUDA when available, else the CPU; any other name is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def predict_probabilities(
+    model: EmotionClassifier, pixels: torch.Tensor, batch_size: int = 32, tta: bool = False
+) -> torch.Tensor:
+    """Class probabilities (N x C, on the CPU) of uint8 images (N x 3 x S x S), batch by batch,
+    scaled to [0, 1] as in training; `tta` averages them with those of the mirrored images."""
+    model.eval()
+    batches = []
+    with torch.inference_mode():
+        for batch in pixels.split(batch_size):
+            images = to_dtype(batch.to(model.device), torch.float32, scale=True)
+            probabilities = model(images).softmax(dim=1)
+            if tta:
+                probabilities = (probabilities + model(images.flip(-1)).softmax(dim=1)) / 2
+            batches.append(probabilities.cpu())
+    return torch.cat(batches)
+
+
+@dataclass
+class Prediction:
+    """The top labels of one file, most probable first; `error` says why a file was not read."""
+
+    path: str
+    labels: list[str]
+    probabilities: list[float]
+    error: str | None = None
+
+
+class Predictor:
+    """A checkpoint's classifier with its own preprocessing (class names, input size, mean/std)."""
+
+    def __init__(
+        self, ckpt_path: str | Path, device: str = "auto", batch_size: int = 32, tta: bool = False
+    ) -> None:
+        self.model = load_classifier(ckpt_path).to(resolve_device(device))
+        self.class_names: list[str] = self.model.class_names
+        self.input_size: int = self.model.hparams.input_size
+        self.batch_size = batch_size
+        self.tta = tta
+
+    def decode(self, path: Path) -> torch.Tensor:
+        """The uint8 (3, S, S) tensor training makes of an image file (S = the input size)."""
+        return resize_center_crop(load_rgb(path, min_size=self.input_size), self.input_size)
+
+    def predict(self, inputs: Iterable[str | Path], top_k: int = 1) -> list[Prediction]:
+        """Top-k labels of every image file in `inputs` (files, or folders searched recursively).
+        Unreadable files are logged and returned with `error` set."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1 (got {top_k}).")
+        files = find_files(inputs)
+        predictions = []
+        for start in range(0, len(files), self.batch_size):
+            predictions += self._predict_batch(files[start : start + self.batch_size], top_k)
+        return predictions
+
+    def _predict_batch(self, files: list[Path], top_k: int) -> list[Prediction]:
+        pixels, errors = {}, {}
+        for path in files:
+            try:
+                pixels[path] = self.decode(path)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                log.warning("Unreadable image %s skipped: %s", path, error)
+                errors[path] = f"unreadable image: {error}"
+        ranked = {}
+        if pixels:
+            batch = torch.stack(list(pixels.values()))
+            top = predict_probabilities(self.model, batch, self.batch_size, self.tta).topk(
+                min(top_k, len(self.class_names)), dim=1
+            )
+            ranked = dict(
+                zip(pixels, zip(top.indices.tolist(), top.values.tolist(), strict=True), strict=True)
+            )
+        predictions = []
+        for path in files:
+            if path in errors:
+                predictions.append(Prediction(str(path), [], [], errors[path]))
+            else:
+                indices, probabilities = ranked[path]
+                predictions.append(
+                    Prediction(str(path), [self.class_names[i] for i in indices], probabilities)
+                )
+        return predictions
+
+
+def find_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """The files named in `inputs`, folders expanded to their files (sorted, hidden ones left out)."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += list_class_files(item, SkipReport())
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(
+                f"Input {item} does not exist (inputs=[...] takes image files and folders)."
+            )
+    return files
+
+
+def check_output(output: Path) -> None:
+    """ValueError unless `output` names a .csv or .json file."""
+    if output.suffix not in (".csv", ".json"):
+        raise ValueError(f"output={output}: name a .csv or a .json file.")
+
+
+def write_predictions(predictions: list[Prediction], output: Path) -> None:
+    """CSV (path, label_1, probability_1, ..., error) or JSON (a list of records), by suffix."""
+    check_output(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".json":
+        output.write_text(json.dumps([asdict(p) for p in predictions], indent=2))
+        return
+    top_k = max((len(p.labels) for p in predictions), default=0)
+    ranks = range(1, top_k + 1)
+    with output.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["path", *(f"{column}_{k}" for k in ranks for column in ("label", "probability")), "error"]
+        )
+        for prediction in predictions:
+            ranked = [
+                cell
+                for label, probability in zip(prediction.labels, prediction.probabilities, strict=True)
+                for cell in (label, f"{probability:.6f}")
+            ]
+            padding = [""] * (2 * top_k - len(ranked))
+            writer.writerow([prediction.path, *ranked, *padding, prediction.error or ""])
+
+
+@hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    """Console entry point: predict `inputs` with `ckpt_path` and write `output`."""
+    output = Path(cfg.output)
+    check_output(output)
+    inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
+    predictor = Predictor(cfg.ckpt_path, device=cfg.device, batch_size=cfg.batch_size, tta=cfg.tta)
+    predictions = predictor.predict(inputs, top_k=cfg.top_k)
+    write_predictions(predictions, output)
+    unreadable = sum(p.error is not None for p in predictions)
+    log.info("Predictions for %d files written to %s (%d unreadable)", len(predictions), output, unreadable)
+
+
+if __name__ == "__main__":
+    main()

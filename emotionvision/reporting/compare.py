@@ -1,0 +1,301 @@
+"""Side-by-side results of a multirun sweep: variants found from the overrides, paired by seed."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+
+from emotionvision.reporting.statistics import PairedDifference, paired_difference, wilson_interval
+
+log = logging.getLogger(__name__)
+
+HEADLINE_METRICS = ("test/acc", "test/macro_f1", "test/auroc")
+PAIRING_KEY = "seed"
+NOT_SWEPT = "(default)"
+
+
+@dataclass
+class Run:
+    """One finished run of a sweep: its overrides, seed, test metrics and split digest."""
+
+    path: Path
+    overrides: dict[str, object]
+    seed: int
+    metrics: dict[str, float]
+    test_images: int
+    split_digest: str | None
+    variant: str = ""
+
+
+def load_runs(multirun_dir: Path) -> list[Run]:
+    """Every run under `multirun_dir` with a metrics.json, in job order; runs without one are skipped."""
+    if not multirun_dir.is_dir():
+        raise FileNotFoundError(f"{multirun_dir} is not a directory: pass a multirun (sweep) directory.")
+    run_dirs = sorted(
+        (p.parent.parent for p in multirun_dir.glob("**/.hydra/overrides.yaml")), key=_job_order
+    )
+    runs = []
+    for run_dir in run_dirs:
+        if (run_dir / "metrics.json").is_file():
+            runs.append(_load_run(run_dir))
+        else:
+            log.warning("Skipping %s: no metrics.json (the run failed or is still running).", run_dir)
+    if not runs:
+        raise FileNotFoundError(
+            f"No finished runs under {multirun_dir} (looked for */.hydra/overrides.yaml next to "
+            "metrics.json). Pass the directory a `emotionvision-train -m ...` sweep wrote."
+        )
+    return runs
+
+
+def _job_order(run_dir: Path) -> list[tuple[int, str]]:
+    """Sort key: numeric path parts as numbers, so job 10 comes after job 9."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in run_dir.parts]
+
+
+def _load_run(run_dir: Path) -> Run:
+    lines = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra/overrides.yaml"))
+    overrides = {
+        override.get_key_element(): _scalar(override.value())
+        for override in OverridesParser.create().parse_overrides(lines)
+    }
+    config = OmegaConf.load(run_dir / ".hydra/config.yaml")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if "test/acc" not in metrics:
+        raise ValueError(f"{run_dir / 'metrics.json'} has no test metrics: the sweep ran with test=false.")
+    split = run_dir / "split.csv"
+    return Run(
+        path=run_dir,
+        overrides=overrides,
+        seed=int(config[PAIRING_KEY]),
+        metrics={name: value for name, value in metrics.items() if isinstance(value, float | int)},
+        test_images=int(np.sum(metrics["test/confusion_matrix"])),
+        split_digest=hashlib.sha1(split.read_bytes()).hexdigest() if split.is_file() else None,
+    )
+
+
+def _scalar(value: object) -> object:
+    """Override values as TensorBoard hparams take them: numbers, strings and booleans."""
+    return value if isinstance(value, int | float | str | bool) else str(value)
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Override keys whose values differ between runs, the pairing key (seed) left out."""
+    keys = dict.fromkeys(key for run in runs for key in run.overrides)
+    return [
+        key
+        for key in keys
+        if key != PAIRING_KEY and len({str(run.overrides.get(key, NOT_SWEPT)) for run in runs}) > 1
+    ]
+
+
+def assign_variants(runs: list[Run], keys: list[str]) -> list[str]:
+    """Label each run with its values of the swept keys; the variant names in order of first run."""
+    for run in runs:
+        run.variant = ", ".join(f"{key}={run.overrides.get(key, NOT_SWEPT)}" for key in keys) or "all runs"
+    seen = {}
+    for run in runs:
+        if (run.variant, run.seed) in seen:
+            raise ValueError(
+                f"Runs {seen[run.variant, run.seed]} and {run.path} are the same variant ({run.variant}) "
+                f"with the same seed {run.seed}: give each run of a variant its own seed."
+            )
+        seen[run.variant, run.seed] = run.path
+    return list(dict.fromkeys(run.variant for run in runs))
+
+
+def metric_names(runs: list[Run]) -> list[str]:
+    """The headline metrics, then the per-class recalls, as found in the runs."""
+    recalls = sorted({name for run in runs for name in run.metrics if name.startswith("test/recall/")})
+    return [*HEADLINE_METRICS, *recalls]
+
+
+def values_by_seed(runs: list[Run], variant: str, metric: str) -> dict[int, float]:
+    """{seed: value} of one metric for the runs of one variant."""
+    return {run.seed: run.metrics[metric] for run in runs if run.variant == variant and metric in run.metrics}
+
+
+def summary_rows(runs: list[Run], variants: list[str], metrics: list[str]) -> list[dict[str, object]]:
+    """Per variant: number of runs, and mean and standard deviation (over seeds) of each metric."""
+    rows = []
+    for variant in variants:
+        row: dict[str, object] = {"variant": variant, "runs": sum(run.variant == variant for run in runs)}
+        for metric in metrics:
+            values = np.array(list(values_by_seed(runs, variant, metric).values()))
+            row[f"{metric} mean"] = float(values.mean())
+            row[f"{metric} std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def paired_differences(
+    runs: list[Run], variants: list[str], confidence: float = 0.95
+) -> list[PairedDifference]:
+    """Each variant against the first (the reference), on the headline metrics over shared seeds."""
+    reference = variants[0]
+    results = []
+    for treatment in variants[1:]:
+        for metric in HEADLINE_METRICS:
+            reference_values = values_by_seed(runs, reference, metric)
+            treatment_values = values_by_seed(runs, treatment, metric)
+            seeds = sorted(reference_values.keys() & treatment_values.keys())
+            results.append(
+                paired_difference(
+                    metric,
+                    reference,
+                    treatment,
+                    np.array([reference_values[seed] for seed in seeds]),
+                    np.array([treatment_values[seed] for seed in seeds]),
+                    confidence,
+                )
+            )
+    return results
+
+
+def summary_figure(runs: list[Run], variants: list[str]) -> Figure:
+    """A panel per headline metric: a bar per variant (mean), a point per seed, lines join seeds."""
+    figure, axes = plt.subplots(
+        1, len(HEADLINE_METRICS), figsize=(1.5 + 1.6 * len(variants) * len(HEADLINE_METRICS), 4.5)
+    )
+    positions = np.arange(len(variants))
+    for axis, metric in zip(axes, HEADLINE_METRICS, strict=True):
+        by_variant = [values_by_seed(runs, variant, metric) for variant in variants]
+        axis.bar(positions, [np.mean(list(values.values())) for values in by_variant], color="#9ecae1")
+        for seed in sorted({run.seed for run in runs}):
+            points = [
+                (x, values[seed]) for x, values in zip(positions, by_variant, strict=True) if seed in values
+            ]
+            axis.plot(*zip(*points, strict=True), marker="o", color="#3182bd", alpha=0.6, linewidth=0.8)
+        axis.set_xticks(positions, [_wrap(variant) for variant in variants], fontsize=8)
+        axis.set_title(metric)
+        axis.set_ylim(0, 1)
+    figure.suptitle("Mean per variant (bars) and one point per seed (lines join a seed's runs)")
+    figure.tight_layout()
+    return figure
+
+
+def _wrap(variant: str) -> str:
+    return variant.replace(", ", "\n")
+
+
+def markdown_report(
+    runs: list[Run], variants: list[str], metrics: list[str], differences: list[PairedDifference]
+) -> str:
+    """The summary table, the paired differences with their verdicts, and caveats."""
+    rows = summary_rows(runs, variants, metrics)
+    header = ["variant", "runs", *[metric.removeprefix("test/") for metric in metrics]]
+    lines = [f"# Comparison of {len(runs)} runs", "", _table_line(header), _table_line(["---"] * len(header))]
+    for row in rows:
+        cells = [_mean_std(row[f"{metric} mean"], row[f"{metric} std"]) for metric in metrics]
+        lines.append(_table_line([row["variant"], str(row["runs"]), *cells]))
+    lines += ["", "Mean ± standard deviation over seeds of test-split metrics.", ""]
+    lines += _noise_notes(runs, variants, rows)
+    if differences:
+        lines += ["", f"## Paired differences from {variants[0]} (by seed)", ""]
+        lines += [f"- {difference.sentence()}" for difference in differences]
+        lines += [
+            "",
+            "Paired t-test decides significance; the Wilcoxon signed-rank p-values are in paired.csv "
+            "(with 5 seeds its smallest two-sided p is 0.0625, so it cannot reach 5% on its own).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(mean: float, std: float) -> str:
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _table_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _noise_notes(runs: list[Run], variants: list[str], rows: list[dict[str, object]]) -> list[str]:
+    """How large test-set sampling noise is, and whether every run used the same split."""
+    test_images = sorted({run.test_images for run in runs})
+    notes = []
+    for row, variant in zip(rows, variants, strict=True):
+        accuracy = float(row["test/acc mean"])
+        low, high = wilson_interval(round(accuracy * test_images[0]), test_images[0])
+        notes.append(
+            f"- {variant}: an accuracy of {accuracy:.3f} on {test_images[0]} test images has a 95% "
+            f"Wilson interval of {low:.3f}-{high:.3f} from test-set sampling alone."
+        )
+    digests = {run.split_digest for run in runs}
+    if len(test_images) > 1 or len(digests) > 1 or None in digests:
+        notes.append(
+            f"- WARNING: the runs do not share one split ({len(digests)} different split.csv files, "
+            f"test sizes {test_images}): paired differences mix split and variant effects."
+        )
+    else:
+        notes.append(f"- Every run used the same split (identical split.csv, {test_images[0]} test images).")
+    notes += [
+        "",
+        "Seeds vary training only; all runs are scored on the same test images. A significant paired "
+        "difference is reproducible across initialisations on this test set; whether it holds on new "
+        "images is bounded by the test-set intervals above.",
+    ]
+    return notes
+
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def log_to_tensorboard(
+    output_dir: Path, runs: list[Run], keys: list[str], report: str, figure: Figure
+) -> None:
+    """HParams of every run (swept keys and seed beside its test metrics), the figure and the report."""
+    with SummaryWriter(output_dir) as writer:
+        for run in runs:
+            hparams = {key: run.overrides.get(key, NOT_SWEPT) for key in keys} | {PAIRING_KEY: run.seed}
+            metrics = {name: value for name, value in run.metrics.items() if name.startswith("test/")}
+            writer.add_hparams(hparams, metrics, run_name=_run_name(run.path))
+        writer.add_figure("compare/summary", figure)
+        writer.add_text("compare/report", report)
+
+
+def _run_name(path: Path) -> str:
+    return re.sub(r"[^\w.-]+", "_", str(path.name))
+
+
+def compare(multirun_dir: Path, output_dir: Path, confidence: float = 0.95) -> str:
+    """Write compare.md, summary.csv, paired.csv, runs.csv, compare.png and TensorBoard logs."""
+    runs = load_runs(multirun_dir)
+    keys = swept_keys(runs)
+    variants = assign_variants(runs, keys)
+    metrics = metric_names(runs)
+    differences = paired_differences(runs, variants, confidence)
+    report = markdown_report(runs, variants, metrics, differences)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "compare.md").write_text(report)
+    write_csv(output_dir / "summary.csv", summary_rows(runs, variants, metrics))
+    write_csv(
+        output_dir / "runs.csv",
+        [{"run": str(run.path), "variant": run.variant, PAIRING_KEY: run.seed} | run.metrics for run in runs],
+    )
+    if differences:
+        write_csv(output_dir / "paired.csv", [vars(difference) for difference in differences])
+    figure = summary_figure(runs, variants)
+    figure.savefig(output_dir / "compare.png", dpi=120)
+    log_to_tensorboard(output_dir / "tensorboard", runs, keys, report, figure)
+    plt.close(figure)
+    return report

@@ -1,0 +1,86 @@
+"""Statistics for small studies: binomial intervals and paired comparisons over seeds (scipy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (e.g. accuracy: correct predictions of test images)."""
+    interval = stats.binomtest(successes, trials).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of `treatment - reference` over paired runs, its bootstrap interval and paired tests.
+
+    Values are nan where they are undefined (fewer than two pairs, or all differences equal).
+    """
+
+    metric: str
+    reference: str
+    treatment: str
+    pairs: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    t_pvalue: float
+    wilcoxon_pvalue: float
+    confidence: float
+
+    @property
+    def significant(self) -> bool:
+        """True when the paired t-test rejects 'no difference' at 1 - confidence."""
+        return bool(self.t_pvalue < 1 - self.confidence)
+
+    def sentence(self) -> str:
+        """A plain statement of the difference, its interval and whether it is significant."""
+        change = f"{self.metric} of {self.treatment} minus {self.reference}: {self.mean:+.4f}"
+        if self.pairs < 2:
+            return f"{change} from {self.pairs} pair: at least two paired seeds are needed for a test."
+        if np.isnan(self.t_pvalue):
+            return f"{change} in each of {self.pairs} paired seeds: with no spread, no test applies."
+        level = f"{1 - self.confidence:.0%}"
+        verdict = "significant" if self.significant else "not significant"
+        return (
+            f"{change} over {self.pairs} paired seeds ({self.confidence:.0%} bootstrap CI "
+            f"{self.ci_low:+.4f} to {self.ci_high:+.4f}; paired t-test p = {self.t_pvalue:.3g}): "
+            f"the difference is {verdict} at the {level} level."
+        )
+
+
+def paired_difference(
+    metric: str,
+    reference: str,
+    treatment: str,
+    reference_values: np.ndarray,
+    treatment_values: np.ndarray,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedDifference:
+    """Compare two variants run with the same seeds (values in seed order, one per seed)."""
+    differences = np.asarray(treatment_values, dtype=float) - np.asarray(reference_values, dtype=float)
+    ci_low = ci_high = t_pvalue = wilcoxon_pvalue = float("nan")
+    if len(differences) >= 2 and np.ptp(differences) > 0:
+        interval = stats.bootstrap(
+            (differences,), np.mean, confidence_level=confidence, method="percentile", rng=seed
+        ).confidence_interval
+        ci_low, ci_high = float(interval.low), float(interval.high)
+        t_pvalue = float(stats.ttest_rel(treatment_values, reference_values).pvalue)
+        wilcoxon_pvalue = float(stats.wilcoxon(differences).pvalue)
+    return PairedDifference(
+        metric,
+        reference,
+        treatment,
+        len(differences),
+        float(differences.mean()) if len(differences) else float("nan"),
+        ci_low,
+        ci_high,
+        t_pvalue,
+        wilcoxon_pvalue,
+        confidence,
+    )

@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny generated image trees, the real six_emotions set, Hydra composition."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+SIX_EMOTIONS = Path(
+    os.environ.get("EMOTIONVISION_SIX_EMOTIONS", REPO_ROOT.parent / "shared" / "datasets" / "six_emotions")
+)
+
+# generate_demo_dataset's defaults: a tree with this marker counts as a finished demo set
+DEMO_SETTINGS = {"images_per_class": 80, "image_size": 96, "seed": 0}
+
+
+def class_image(label: int, rng: np.random.Generator, size: int = 24) -> Image.Image:
+    """Noise plus a class tint (channel label % 3 raised, brighter for higher labels).
+
+    The tint is constant across the image, so it is learnable but leaves the difference hash
+    (which compares horizontally adjacent grey pixels) to the noise: no two images of a tree
+    are near-duplicates unless made so on purpose.
+    """
+    pixels = rng.uniform(0, 150, (size, size, 3))
+    pixels[..., label % 3] += 60 + 15 * (label // 3)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def make_image_tree(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    size: int = 24,
+    seed: int = 0,
+    fmt: str = "PNG",
+) -> Path:
+    """Write root/<class>/<class>_<i>.png images (`counts` images per class) and return root."""
+    counts = counts if counts is not None else {"anger": 10, "happy": 10, "sad": 10}
+    suffix = ".png" if fmt == "PNG" else ".jpg"
+    for label, (name, count) in enumerate(sorted(counts.items())):
+        class_dir = root / name
+        class_dir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng((seed, label))
+        for index in range(count):
+            class_image(label, rng, size).save(class_dir / f"{name}_{index:03d}{suffix}", format=fmt)
+    return root
+
+
+def mark_as_demo_set(root: Path) -> Path:
+    """Mark a generated tree as a finished demo set so `data=demo` uses it without drawing faces."""
+    (root / ".complete").write_text(json.dumps(DEMO_SETTINGS) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_tree() -> Callable[..., Path]:
+    """The `make_image_tree` helper (tests get helpers as fixtures: tests/ is not a package)."""
+    return make_image_tree
+
+
+@pytest.fixture(scope="session")
+def six_emotions() -> Path:
+    """The real six_emotions folder; the test is skipped where it is absent."""
+    if not SIX_EMOTIONS.is_dir():
+        pytest.skip(
+            f"real data set six_emotions not found at {SIX_EMOTIONS} (set EMOTIONVISION_SIX_EMOTIONS)"
+        )
+    return SIX_EMOTIONS
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    """Three classes of ten 24x24 PNG images."""
+    return make_image_tree(tmp_path / "images")
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """A fresh decode-cache directory, so no test depends on earlier state."""
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def compose_train() -> Iterator[Callable]:
+    """compose(overrides, return_hydra_config=False) of the installed `train` config."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="emotionvision.conf", version_base="1.3"):
+
+        def _compose(overrides: list[str], return_hydra_config: bool = False):
+            return compose(config_name="train", overrides=overrides, return_hydra_config=return_hydra_config)
+
+        yield _compose

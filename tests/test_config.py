@@ -1,0 +1,222 @@
+"""Hydra composition of `train` for every option of every config group, and what it instantiates."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf, open_dict
+
+from emotionvision.data import EmotionDataModule
+from emotionvision.models import EmotionClassifier
+
+CONF = Path(str(importlib.resources.files("emotionvision.conf")))  # what Hydra reads
+SPECIAL_GROUPS = {"hydra"}  # Hydra's own settings: checked separately
+GROUP_OPTIONS = sorted(
+    (group.name, option.stem)
+    for group in CONF.iterdir()
+    if group.is_dir() and group.name not in SPECIAL_GROUPS and not group.name.startswith(("_", "."))
+    for option in group.glob("*.yaml")
+)
+ISSUE_LINE = (
+    "data=six_emotions data.root=PATH model=resnet18 augmentation=standard seed=3 data.batch_size=16 "
+    "trainer.max_epochs=30 optimizer.lr=3e-4 ++trainer.limit_train_batches=5"
+)
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory, make_tree) -> dict[str, Path]:
+    """A plain class-per-folder tree (also marked as a finished demo set) and one with train/ and
+    test/ folders, shared by the tests of this module; plus a shared decode cache."""
+    base = tmp_path_factory.mktemp("config_trees")
+    plain = make_tree(base / "plain", {"anger": 6, "happy": 6, "sad": 6})
+    (plain / ".complete").write_text('{"images_per_class": 80, "image_size": 96, "seed": 0}\n')
+    make_tree(base / "predefined" / "train", {"angry": 8, "happy": 8}, seed=1)
+    make_tree(base / "predefined" / "test", {"angry": 3, "happy": 3}, seed=2)
+    return {"plain": plain, "predefined": base / "predefined", "cache": base / "cache"}
+
+
+def test_every_group_has_options() -> None:
+    groups = {group for group, _ in GROUP_OPTIONS}
+    assert {"data", "model", "augmentation", "scheduler", "trainer", "logger", "callbacks"} <= groups
+    assert ("model", "inception_v3") in GROUP_OPTIONS and ("data", "fer2013") in GROUP_OPTIONS
+
+
+def instantiate_run(cfg) -> dict:
+    """What emotionvision.train.train instantiates before fitting (the same calls)."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(
+        cfg.model,
+        _convert_="all",
+        class_names=datamodule.class_names,
+        input_size=datamodule.image_size,
+        loss=OmegaConf.to_container(cfg.loss),
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler or None,
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    return {"datamodule": datamodule, "model": model, "callbacks": callbacks, "loggers": loggers}
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_option_composes_and_instantiates(
+    group: str, option: str, compose_train, trees, tmp_path: Path
+) -> None:
+    root = trees["predefined"] if (group, option) == ("data", "fer2013") else trees["plain"]
+    output_dir = tmp_path / "run"
+    overrides = [
+        f"{group}={option}",
+        f"paths.output_dir={output_dir}",
+        f"data.root={root}",
+        f"data.cache_dir={trees['cache']}",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=4",
+    ]
+    cfg = compose_train(overrides, return_hydra_config=True)
+    assert cfg.hydra.runtime.choices[group] == option
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # every value resolves
+
+    parts = instantiate_run(cfg)
+    datamodule: EmotionDataModule = parts["datamodule"]
+    assert isinstance(datamodule, EmotionDataModule)
+    assert datamodule.manifest_path == output_dir / "split.csv"
+    assert datamodule.cache_dir == trees["cache"]
+    if group == "data":
+        datamodule.setup()
+        images, _ = next(iter(datamodule.train_dataloader()))
+        assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
+        assert (output_dir / "split.csv").is_file()
+        if option == "fer2013":
+            assert {row[2] for row in datamodule.manifest if "/test/" in row[0]} == {"test"}
+    if group == "augmentation":
+        augmented = datamodule.augmentation(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
+        assert augmented.shape == (3, 32, 32) and augmented.dtype == torch.uint8
+
+    model: EmotionClassifier = parts["model"]
+    assert isinstance(model, EmotionClassifier)
+    assert model.hparams.backbone == cfg.model.backbone
+    assert model.loss_options["class_weighted"] == cfg.loss.class_weighted
+    optimizers = model.configure_optimizers()
+    group_0 = optimizers["optimizer"].param_groups[0]  # a warmup lowers "lr" at once: check initial_lr
+    assert group_0.get("initial_lr", group_0["lr"]) == pytest.approx(cfg.optimizer.lr)
+    assert ("lr_scheduler" in optimizers) == bool(cfg.scheduler)
+
+    for callback in parts["callbacks"]:
+        assert isinstance(callback, pl.Callback)
+        if isinstance(callback, ModelCheckpoint):
+            assert Path(callback.dirpath) == output_dir / "checkpoints"
+            assert callback.monitor == cfg.optimized_metric
+    for logger in parts["loggers"]:
+        assert Path(logger.save_dir) == output_dir
+        if group == "logger":
+            logger.log_metrics({"probe": 1.0}, step=0)
+            logger.save()
+            assert any(Path(logger.log_dir).iterdir()), f"{type(logger).__name__} wrote nothing"
+
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        pytest.skip("trainer=gpu composed and the rest instantiated; the Trainer itself needs a GPU")
+    trainer = instantiate(cfg.trainer, callbacks=parts["callbacks"], logger=parts["loggers"])
+    assert isinstance(trainer, pl.Trainer)
+    assert Path(trainer.default_root_dir) == output_dir
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_issue_override_line_lands_in_the_right_keys(compose_train, trees, tmp_path: Path) -> None:
+    root = trees["plain"]
+    overrides = [*ISSUE_LINE.replace("PATH", str(root)).split(), f"paths.output_dir={tmp_path}"]
+    cfg = compose_train(overrides, return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.data, choices.model, choices.augmentation) == ("six_emotions", "resnet18", "standard")
+    assert cfg.data.root == str(root)
+    assert cfg.seed == 3
+    assert cfg.data.batch_size == 16
+    assert cfg.trainer.max_epochs == 30
+    assert cfg.scheduler.max_epochs == 30  # the cosine schedule follows trainer.max_epochs
+    assert cfg.optimizer.lr == pytest.approx(3e-4) and isinstance(cfg.optimizer.lr, float)
+    assert cfg.trainer.limit_train_batches == 5
+    assert cfg.data.image_size == 224 == cfg.augmentation.transforms[0].size  # from model.input_size
+    with open_dict(cfg):
+        del cfg["hydra"]
+    trainer = instantiate(cfg.trainer)
+    assert trainer.limit_train_batches == 5 and trainer.max_epochs == 30
+    datamodule = instantiate(cfg.data)
+    assert datamodule.root == root and datamodule.batch_size == 16
+    assert type(datamodule.augmentation).__name__ == "Compose"
+    optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+
+
+def test_dataset_roots_follow_environment_variables(compose_train, monkeypatch) -> None:
+    monkeypatch.delenv("EMOTIONVISION_SIX_EMOTIONS", raising=False)
+    monkeypatch.delenv("EMOTIONVISION_FER2013", raising=False)
+    assert compose_train(["data=six_emotions"]).data.root == "../shared/datasets/six_emotions"
+    assert compose_train(["data=fer2013"]).data.root == "../shared/datasets/fer2013"
+    monkeypatch.setenv("EMOTIONVISION_SIX_EMOTIONS", "/elsewhere/six")
+    monkeypatch.setenv("EMOTIONVISION_FER2013", "/elsewhere/fer")
+    assert compose_train(["data=six_emotions"]).data.root == "/elsewhere/six"
+    assert compose_train(["data=fer2013"]).data.root == "/elsewhere/fer"
+
+
+def test_paths_follow_emotionvision_root(compose_train, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("EMOTIONVISION_ROOT", raising=False)
+    paths = compose_train([]).paths
+    assert (paths.log_dir, paths.cache_dir) == ("./logs", "./data/cache")
+    monkeypatch.setenv("EMOTIONVISION_ROOT", str(tmp_path))
+    cfg = compose_train([], return_hydra_config=True)
+    assert cfg.paths.cache_dir == f"{tmp_path}/data/cache"
+    assert cfg.data.root == f"{tmp_path}/data/demo"
+    assert cfg.hydra.run.dir.startswith(f"{tmp_path}/logs/train/runs/")
+    assert cfg.hydra.sweep.dir.startswith(f"{tmp_path}/logs/train/multiruns/")
+    assert cfg.hydra.job.chdir is False
+
+
+def test_unknown_model_lists_the_choices(compose_train) -> None:
+    with pytest.raises(MissingConfigException, match=r"model/resnet19") as error:
+        compose_train(["model=resnet19"])
+    assert "Available options in 'model':\n\tinception_v3\n\tresnet18" in str(error.value)
+
+
+def schedule(compose_train, option: str, epochs: int = 5) -> tuple[torch.optim.Optimizer, object]:
+    cfg = compose_train([f"scheduler={option}", f"trainer.max_epochs={epochs}", "optimizer.lr=0.1"])
+    optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    return optimizer, instantiate(cfg.scheduler)(optimizer) if cfg.scheduler else None
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero(compose_train) -> None:
+    optimizer, scheduler = schedule(compose_train, "cosine", epochs=5)
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.01)  # warmup starts at a tenth
+    assert rates[1] == pytest.approx(0.1)
+    assert rates[1] > rates[2] > rates[3] > rates[4] > 0
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # zero at max_epochs
+
+
+def test_plateau_schedule_halves_on_a_flat_metric(compose_train) -> None:
+    optimizer, scheduler = schedule(compose_train, "plateau")
+    for score in (0.5, 0.6, 0.6, 0.6, 0.6):
+        optimizer.step()
+        scheduler.step(score)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # patience 3: not yet
+    optimizer.step()
+    scheduler.step(0.6)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_no_schedule_keeps_the_rate(compose_train) -> None:
+    optimizer, scheduler = schedule(compose_train, "none")
+    assert scheduler is None
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)

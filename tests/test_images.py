@@ -1,0 +1,184 @@
+"""Image loading: content decides the format, every mode ends as RGB, bad files are skipped."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from emotionvision.data import EmotionDataModule
+from emotionvision.data.cache import DecodeCache
+from emotionvision.data.images import (
+    SkipReport,
+    difference_hash,
+    list_class_files,
+    load_rgb,
+    resize_center_crop,
+)
+
+
+def noise(size: tuple[int, int], seed: int = 0, channels: int = 3) -> np.ndarray:
+    width, height = size
+    shape = (height, width, channels) if channels > 1 else (height, width)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def smooth_image(seed: int, size: int = 96) -> Image.Image:
+    """A smooth random RGB image (a 6x6 grid upsampled): its structure survives resizing."""
+    return Image.fromarray(noise((6, 6), seed)).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def truncated_jpeg(path: Path) -> Path:
+    buffer = io.BytesIO()
+    Image.fromarray(noise((64, 64))).save(buffer, format="JPEG", quality=95)
+    data = buffer.getvalue()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_webp_content_named_jpg_loads_by_content(tmp_path: Path) -> None:
+    pixels = noise((20, 12))
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(path, format="WEBP", lossless=True)
+    with Image.open(path) as raw:
+        assert raw.format == "WEBP"
+    image = load_rgb(path)
+    assert image.mode == "RGB"
+    assert image.size == (20, 12)
+    np.testing.assert_array_equal(np.asarray(image), pixels)
+
+
+def test_rgba_png_is_composited_on_white(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[:2] = (200, 10, 10, 255)  # opaque red top half; bottom half fully transparent black
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    pixels = np.asarray(load_rgb(path))
+    assert pixels.shape == (4, 4, 3)
+    assert (pixels[:2] == (200, 10, 10)).all()
+    assert (pixels[2:] == 255).all()
+
+
+def test_palette_png_with_transparency_is_composited_on_white(tmp_path: Path) -> None:
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)  # index 0 black, index 1 blue
+    image.paste(1, (0, 0, 4, 2))  # top half blue, bottom half index 0
+    path = tmp_path / "palette.png"
+    image.save(path, transparency=0)
+    with Image.open(path) as raw:
+        assert raw.mode == "P" and "transparency" in raw.info
+    pixels = np.asarray(load_rgb(path))
+    assert (pixels[:2] == (0, 0, 255)).all()
+    assert (pixels[2:] == 255).all()  # transparent black became white, not black
+
+
+def test_grayscale_becomes_rgb_with_equal_channels(tmp_path: Path) -> None:
+    grey = noise((10, 8), channels=1)
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey, "L").save(path)
+    pixels = np.asarray(load_rgb(path))
+    assert pixels.shape == (8, 10, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(pixels[..., channel], grey)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": stored 40x20, shown 20x40
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(noise((40, 20))).save(path, format="JPEG", exif=exif.tobytes())
+    with Image.open(path) as raw:
+        assert raw.size == (40, 20)
+    assert load_rgb(path).size == (20, 40)
+
+
+def test_truncated_jpeg_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        load_rgb(truncated_jpeg(tmp_path / "cut.jpg"))
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image, just some text\n"], ids=["empty", "text"])
+def test_non_image_raises_unidentified(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "fake.jpg"
+    path.write_bytes(content)
+    with pytest.raises(UnidentifiedImageError):
+        load_rgb(path)
+
+
+def test_decode_cache_skips_bad_files_by_reason(tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    Image.fromarray(noise((30, 20))).save(good)
+    cut = truncated_jpeg(tmp_path / "cut.jpg")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello\n")
+    report = SkipReport()
+    kept, images = DecodeCache(tmp_path / "cache", 16).get_many([good, cut, empty, text], report)
+    assert kept == [good]
+    assert images[0].pixels.shape == (3, 16, 16)
+    assert report.skipped == {"unreadable image": [cut], "not an image": [empty, text]}
+
+
+def test_hidden_files_are_skipped_and_counted(tmp_path: Path) -> None:
+    class_dir = tmp_path / "happy"
+    (class_dir / ".thumbs").mkdir(parents=True)
+    (class_dir / "sub").mkdir()
+    for name in ("b.png", "a.png", ".DS_Store", ".thumbs/a.png", "sub/c.png"):
+        (class_dir / name).write_bytes(b"x")
+    report = SkipReport()
+    files = list_class_files(class_dir, report)
+    assert files == [class_dir / "a.png", class_dir / "b.png", class_dir / "sub/c.png"]
+    assert sorted(report.skipped["hidden file"]) == [class_dir / ".DS_Store", class_dir / ".thumbs/a.png"]
+
+
+def test_datamodule_survives_every_kind_of_bad_file(tmp_path: Path, caplog, make_tree) -> None:
+    root = make_tree(tmp_path / "images", {"anger": 8, "happy": 8})
+    happy = root / "happy"
+    bad = [truncated_jpeg(happy / "cut.jpg"), happy / "empty.jpg", happy / "readme.txt"]
+    bad[1].write_bytes(b"")
+    bad[2].write_text("not an image\n")
+    (happy / ".hidden.png").write_bytes((happy / "happy_000.png").read_bytes())
+    Image.fromarray(noise((20, 30), 5)).save(happy / "disguised.jpg", format="WEBP")
+    datamodule = EmotionDataModule(
+        root, image_size=16, cache_dir=tmp_path / "cache", num_workers=0, split_ratios=[0.5, 0.25, 0.25]
+    )
+    with caplog.at_level("INFO", logger="emotionvision"):
+        datamodule.setup()
+    listed = {Path(path) for path, *_ in datamodule.manifest}
+    assert not listed & {*bad, happy / ".hidden.png"}
+    assert happy / "disguised.jpg" in listed
+    assert len(listed) == 17
+    assert sum(len(dataset) for dataset in datamodule.datasets.values()) == 17
+    assert "'hidden file': 1" in caplog.text
+    assert f"Unreadable or truncated image skipped: {bad[0]}" in caplog.text
+
+
+@pytest.mark.parametrize("size", [(60, 30), (30, 60), (10, 7), (32, 32)])
+def test_resize_center_crop_shape(size: tuple[int, int]) -> None:
+    tensor = resize_center_crop(Image.fromarray(noise(size)), 16)
+    assert tensor.shape == (3, 16, 16)
+    assert tensor.dtype == torch.uint8
+
+
+def test_resize_center_crop_keeps_the_centre() -> None:
+    pixels = np.zeros((30, 90, 3), dtype=np.uint8)
+    pixels[:, :30] = (255, 0, 0)  # red left third
+    pixels[:, 30:60] = (0, 0, 255)  # blue centre square
+    pixels[:, 60:] = (0, 255, 0)  # green right third
+    tensor = resize_center_crop(Image.fromarray(pixels), 10)
+    assert (tensor[2] > 200).all() and (tensor[0] < 50).all() and (tensor[1] < 50).all()
+
+
+def test_difference_hash_resized_copy_and_unrelated_image() -> None:
+    image = smooth_image(0)
+    reference = difference_hash(image)
+    assert reference.shape == (256,) and reference.dtype == bool
+    np.testing.assert_array_equal(difference_hash(image.copy()), reference)
+    for copy in (image.resize((64, 64), Image.Resampling.BILINEAR), image.resize((150, 150))):
+        assert (difference_hash(copy) != reference).sum() <= 4  # far below the 20-bit threshold
+    assert (difference_hash(smooth_image(1)) != reference).sum() > 60

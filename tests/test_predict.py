@@ -1,0 +1,161 @@
+"""emotionvision-predict, the Predictor API and safe checkpoint loading."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from emotionvision import EmotionClassifier, Predictor, predict
+from emotionvision.data.cache import DecodeCache
+from emotionvision.data.images import SkipReport
+from emotionvision.models.checkpoint import UnsafeCheckpointError, load_classifier
+
+CLASSES = ["anger", "happy", "sad"]
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint as Lightning writes it (state_dict + hyper_parameters) of an untrained model
+    whose hyperparameters ask for ImageNet weights: loading must neither download nor read them."""
+    torch.manual_seed(0)
+    model = EmotionClassifier("resnet18", CLASSES, input_size=SIZE)
+    hparams = dict(model.hparams) | {"pretrained": True, "weights_path": "/nowhere/imagenet.pth"}
+    path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, path)
+    return path
+
+
+@pytest.fixture
+def odd_folder(tmp_path: Path) -> Path:
+    """Good and broken files: RGB JPEG, RGBA PNG, text named .jpg, truncated JPEG, hidden file."""
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(
+        folder / "a_photo.jpg", quality=90
+    )
+    rgba = rng.integers(0, 255, (40, 40, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(folder / "nested" / "b_alpha.png")
+    (folder / "c_text.jpg").write_text("not an image at all")
+    jpeg_bytes = (folder / "a_photo.jpg").read_bytes()
+    (folder / "d_truncated.jpg").write_bytes(jpeg_bytes[: len(jpeg_bytes) // 2])
+    (folder / ".hidden.jpg").write_bytes(jpeg_bytes)
+    return folder
+
+
+def test_predict_reports_unreadable_files_and_carries_on(checkpoint: Path, odd_folder: Path) -> None:
+    predictions = Predictor(checkpoint, device="cpu", batch_size=2).predict([odd_folder], top_k=2)
+    by_name = {Path(p.path).name: p for p in predictions}
+    assert sorted(by_name) == ["a_photo.jpg", "b_alpha.png", "c_text.jpg", "d_truncated.jpg"]
+    for name in ("a_photo.jpg", "b_alpha.png"):
+        prediction = by_name[name]
+        assert prediction.error is None
+        assert len(prediction.labels) == 2 and set(prediction.labels) <= set(CLASSES)
+        assert 1 >= prediction.probabilities[0] >= prediction.probabilities[1] > 0
+    assert "cannot identify image file" in by_name["c_text.jpg"].error
+    assert "truncated" in by_name["d_truncated.jpg"].error
+    assert by_name["d_truncated.jpg"].labels == []
+
+
+def test_preprocessing_is_exactly_trainings(checkpoint: Path, odd_folder: Path) -> None:
+    predictor = Predictor(checkpoint, device="cpu")
+    paths = [odd_folder / "a_photo.jpg", odd_folder / "nested" / "b_alpha.png"]
+    _, cached = DecodeCache(odd_folder.parent / "cache", SIZE).get_many(paths, SkipReport())
+    for path, image in zip(paths, cached, strict=True):
+        assert torch.equal(predictor.decode(path), image.pixels)
+
+
+def test_tta_averages_the_mirrored_image(checkpoint: Path) -> None:
+    model = load_classifier(checkpoint)
+    pixels = torch.randint(0, 256, (3, 3, SIZE, SIZE), dtype=torch.uint8)
+    plain = predict.predict_probabilities(model, pixels)
+    mirrored = predict.predict_probabilities(model, pixels.flip(-1))
+    augmented = predict.predict_probabilities(model, pixels, batch_size=2, tta=True)
+    assert not torch.allclose(plain, mirrored)  # an untrained net is not mirror-symmetric
+    assert torch.allclose(augmented, (plain + mirrored) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_cli_labels_a_folder(
+    suffix: str, checkpoint: Path, odd_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = tmp_path / f"predictions{suffix}"
+    single = odd_folder / "a_photo.jpg"
+    overrides = [f"ckpt_path={checkpoint}", f"inputs=[{odd_folder},{single}]", f"output={output}", "top_k=3"]
+    monkeypatch.setattr(
+        sys, "argv", ["emotionvision-predict", *overrides, "tta=true", f"hydra.run.dir={tmp_path}"]
+    )
+    predict.main()
+    if suffix == ".csv":
+        with output.open() as handle:
+            rows = list(csv.DictReader(handle))
+        labels = [[row[f"label_{k}"] for k in (1, 2, 3)] for row in rows]
+        errors = [row["error"] for row in rows]
+    else:
+        rows = json.loads(output.read_text())
+        labels = [row["labels"] for row in rows]
+        errors = [row["error"] or "" for row in rows]
+    assert [Path(row["path"]).name for row in rows] == [
+        "a_photo.jpg",
+        "c_text.jpg",
+        "d_truncated.jpg",
+        "b_alpha.png",
+        "a_photo.jpg",
+    ]
+    assert sorted(labels[0]) == CLASSES and labels[0] == labels[-1]
+    assert [bool(error) for error in errors] == [False, True, True, False, False]
+
+
+def test_bad_output_and_missing_input_are_named(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"output=.*preds\.txt: name a \.csv or a \.json"):
+        predict.write_predictions([], tmp_path / "preds.txt")
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.jpg does not exist"):
+        Predictor(checkpoint, device="cpu").predict([tmp_path / "nowhere.jpg"])
+
+
+class RunsCode:
+    """Unpickling this object writes a marker file: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",))
+
+
+def test_a_checkpoint_with_pickled_code_is_refused(checkpoint: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "code_ran.txt"
+    unsafe = tmp_path / "unsafe.ckpt"
+    contents = torch.load(checkpoint, weights_only=True)
+    torch.save(contents | {"payload": RunsCode(marker)}, unsafe)
+
+    with pytest.raises(
+        UnsafeCheckpointError, match=r"Refusing to load .*unsafe\.ckpt.*GLOBAL.*exec"
+    ) as refusal:
+        Predictor(unsafe, device="cpu")
+    assert "could run arbitrary code" in str(refusal.value)
+    assert not marker.exists()
+
+    torch.load(unsafe, weights_only=False)  # the payload is real: a full unpickling runs it
+    assert marker.read_text() == "code ran"
+
+
+def test_files_that_are_no_checkpoint_are_named(tmp_path: Path) -> None:
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match=r"notes\.ckpt"):
+        load_classifier(text)
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt does not exist"):
+        load_classifier(tmp_path / "missing.ckpt")
+    weights = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": {}}, weights)
+    with pytest.raises(ValueError, match="not an EmotionClassifier checkpoint"):
+        load_classifier(weights)

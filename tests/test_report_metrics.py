@@ -1,0 +1,106 @@
+"""The report's metrics (torchmetrics) against scikit-learn and hand computation on fixed predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as sk
+
+from emotionvision.reporting.metrics import (
+    CALIBRATION_BINS,
+    build_report_metrics,
+    calibration_bins,
+    report_results,
+)
+from emotionvision.reporting.report import classification_report_text
+
+CLASSES = ["anger", "happy", "pain", "sad"]
+
+
+@pytest.fixture(scope="module")
+def predictions() -> tuple[np.ndarray, np.ndarray]:
+    """Fixed probabilities (60 x 4, rows sum to 1) loosely agreeing with their targets."""
+    rng = np.random.default_rng(7)
+    targets = np.repeat(np.arange(len(CLASSES)), [9, 21, 12, 18])
+    logits = rng.normal(size=(len(targets), len(CLASSES))) + 1.5 * np.eye(len(CLASSES))[targets]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probabilities.astype(np.float32), targets
+
+
+@pytest.fixture(scope="module")
+def results(predictions: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    probabilities, targets = map(torch.from_numpy, predictions)
+    collection = build_report_metrics(len(CLASSES))
+    collection.update(probabilities, targets)
+    return report_results(collection.compute(), CLASSES, probabilities, targets)
+
+
+def test_summary_metrics_match_sklearn(predictions, results) -> None:
+    probabilities, targets = predictions
+    predicted = probabilities.argmax(axis=1)
+    expected = {
+        "acc": sk.accuracy_score(targets, predicted),
+        "balanced_acc": sk.balanced_accuracy_score(targets, predicted),
+        "macro_f1": sk.f1_score(targets, predicted, average="macro"),
+        "macro_precision": sk.precision_score(targets, predicted, average="macro"),
+        "weighted_precision": sk.precision_score(targets, predicted, average="weighted"),
+        "weighted_recall": sk.recall_score(targets, predicted, average="weighted"),
+        "weighted_f1": sk.f1_score(targets, predicted, average="weighted"),
+        "auroc": sk.roc_auc_score(targets, probabilities, multi_class="ovr", average="macro"),
+        "log_loss": sk.log_loss(targets, probabilities, labels=range(len(CLASSES))),
+    }
+    assert 0.3 < expected["acc"] < 0.95  # neither trivial nor perfect, so the comparison means something
+    for name, value in expected.items():
+        assert results[name] == pytest.approx(value, abs=1e-5), name
+
+
+def test_per_class_metrics_match_sklearn(predictions, results) -> None:
+    probabilities, targets = predictions
+    precision, recall, f1, support = sk.precision_recall_fscore_support(targets, probabilities.argmax(axis=1))
+    for index, name in enumerate(CLASSES):
+        assert results[f"precision/{name}"] == pytest.approx(precision[index], abs=1e-6)
+        assert results[f"recall/{name}"] == pytest.approx(recall[index], abs=1e-6)
+        assert results[f"f1/{name}"] == pytest.approx(f1[index], abs=1e-6)
+        assert results[f"support/{name}"] == support[index]
+        one_vs_rest = sk.roc_auc_score(targets == index, probabilities[:, index])
+        assert results[f"auroc/{name}"] == pytest.approx(one_vs_rest, abs=1e-6)
+
+
+def test_ece_and_reliability_bins_match_hand_computation(predictions, results) -> None:
+    probabilities, targets = predictions
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    ece = sum(
+        abs(correct[bins == b].mean() - confidence[bins == b].mean()) * np.mean(bins == b)
+        for b in np.unique(bins)
+    )
+    assert results["ece"] == pytest.approx(ece, abs=1e-5)
+
+    accuracy, mean_confidence, share = calibration_bins(*map(torch.from_numpy, predictions))
+    assert share.sum() == pytest.approx(1.0)
+    for b in np.unique(bins):
+        assert accuracy[b] == pytest.approx(correct[bins == b].mean(), abs=1e-6)
+        assert mean_confidence[b] == pytest.approx(confidence[bins == b].mean(), abs=1e-6)
+    assert float((share * (accuracy - mean_confidence).abs()).sum()) == pytest.approx(
+        results["ece"], abs=1e-6
+    )
+
+
+def test_classification_report_text_has_the_familiar_table(predictions, results) -> None:
+    probabilities, targets = predictions
+    text = classification_report_text(results, CLASSES)
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+    sk_report = sk.classification_report(targets, probabilities.argmax(axis=1), output_dict=True)
+    for index, name in enumerate(CLASSES):
+        precision, recall, f1, support = rows[name]
+        expected = sk_report[str(index)]
+        assert float(precision) == pytest.approx(expected["precision"], abs=5e-4)
+        assert float(recall) == pytest.approx(expected["recall"], abs=5e-4)
+        assert float(f1) == pytest.approx(expected["f1-score"], abs=5e-4)
+        assert int(support) == expected["support"]
+    assert float(rows["accuracy"][0]) == pytest.approx(sk_report["accuracy"], abs=5e-4)
+    assert [float(v) for v in rows["weighted"][1:4]] == pytest.approx(
+        [sk_report["weighted avg"][k] for k in ("precision", "recall", "f1-score")], abs=5e-4
+    )
