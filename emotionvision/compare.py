@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"emotionvision-compare: error: {error}\n")
     print(report)
-    print(f"Written to {output_dir} (compare.md, summary.csv, paired.csv, runs.csv, compare.png, tensorboard/)")
+    print(
+        f"Written to {output_dir} (compare.md, summary.csv, paired.csv, runs.csv, compare.png, tensorboard/)"
+    )
 
 
 if __name__ == "__main__":

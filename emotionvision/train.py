@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from emotionvision.distributed import keep_ranks_in_job_dir
 from emotionvision.reporting.report import write_test_report
 from emotionvision.reporting.sanity import write_sanity_report
 
@@ -34,6 +35,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    if trainer.world_size > 1:
+        keep_ranks_in_job_dir()
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {"epochs_trained": trainer.current_epoch}

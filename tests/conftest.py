@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,13 +11,9 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
 SIX_EMOTIONS = Path(
     os.environ.get("EMOTIONVISION_SIX_EMOTIONS", REPO_ROOT.parent / "shared" / "datasets" / "six_emotions")
 )
-
-# generate_demo_dataset's defaults: a tree with this marker counts as a finished demo set
-DEMO_SETTINGS = {"images_per_class": 80, "image_size": 96, "seed": 0}
 
 
 def class_image(label: int, rng: np.random.Generator, size: int = 24) -> Image.Image:
@@ -52,12 +47,6 @@ def make_image_tree(
     return root
 
 
-def mark_as_demo_set(root: Path) -> Path:
-    """Mark a generated tree as a finished demo set so `data=demo` uses it without drawing faces."""
-    (root / ".complete").write_text(json.dumps(DEMO_SETTINGS) + "\n")
-    return root
-
-
 @pytest.fixture(scope="session")
 def make_tree() -> Callable[..., Path]:
     """The `make_image_tree` helper (tests get helpers as fixtures: tests/ is not a package)."""
@@ -72,12 +61,6 @@ def six_emotions() -> Path:
             f"real data set six_emotions not found at {SIX_EMOTIONS} (set EMOTIONVISION_SIX_EMOTIONS)"
         )
     return SIX_EMOTIONS
-
-
-@pytest.fixture
-def image_tree(tmp_path: Path) -> Path:
-    """Three classes of ten 24x24 PNG images."""
-    return make_image_tree(tmp_path / "images")
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ def trees(tmp_path_factory, make_tree) -> dict[str, Path]:
     test/ folders, shared by the tests of this module; plus a shared decode cache."""
     base = tmp_path_factory.mktemp("config_trees")
     plain = make_tree(base / "plain", {"anger": 6, "happy": 6, "sad": 6})
+    # the marker of a finished demo set (generate_demo_dataset's defaults): data=demo draws nothing
     (plain / ".complete").write_text('{"images_per_class": 80, "image_size": 96, "seed": 0}\n')
     make_tree(base / "predefined" / "train", {"angry": 8, "happy": 8}, seed=1)
     make_tree(base / "predefined" / "test", {"angry": 3, "happy": 3}, seed=2)

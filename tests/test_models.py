@@ -143,14 +143,6 @@ def test_weights_path_errors_name_the_file(tmp_path: Path) -> None:
         build_backbone("resnet18", NUM_CLASSES, weights_path=str(headed))
 
 
-NOT_A_STATE_DICT = pytest.mark.xfail(
-    strict=True,
-    reason="package bug: load_local_weights lets torch.load's KeyError / a .get AttributeError "
-    "through instead of a ValueError naming model.weights_path",
-)
-
-
-@NOT_A_STATE_DICT
 @pytest.mark.parametrize("kind", ["text", "tensor"])
 def test_weights_path_that_is_no_state_dict_names_the_file(tmp_path: Path, kind: str) -> None:
     path = tmp_path / f"{kind}.pth"

@@ -57,18 +57,11 @@ def test_every_split_with_a_share_gets_images_of_every_class(ratios: list[float]
         assert np.all((counts > 0) == (np.asarray(ratios) > 0)), (size, counts)
 
 
-ROUNDS_UP_SMALL_SHARES = pytest.mark.xfail(
-    strict=True,
-    reason="package bug: stratified_group_split deals by relative shortfall and overfills small "
-    "shares, e.g. 9 images at 0.7/0.15/0.15 -> 5/2/2 (train 1.3 images short)",
-)
-
-
 @pytest.mark.parametrize(
     "ratios",
     [
-        pytest.param(RATIOS, marks=ROUNDS_UP_SMALL_SHARES),
-        pytest.param([0.8, 0.1, 0.1], marks=ROUNDS_UP_SMALL_SHARES),
+        RATIOS,
+        [0.8, 0.1, 0.1],
         [0.5, 0.25, 0.25],
         [0.85, 0.15, 0.0],
     ],

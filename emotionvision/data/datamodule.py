@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -200,7 +201,9 @@ class EmotionDataModule(pl.LightningDataModule):
             level = logging.WARNING if rank < 5 else logging.DEBUG
             log.log(level, "Duplicates with conflicting labels: %s", members)
         if len(conflicts) > 5:
-            log.warning("%d duplicate groups with conflicting labels in all (listed at DEBUG).", len(conflicts))
+            log.warning(
+                "%d duplicate groups with conflicting labels in all (listed at DEBUG).", len(conflicts)
+            )
 
     def _assign_splits(
         self, labels: np.ndarray, groups: np.ndarray, preset: list[str | None], index: np.ndarray
@@ -249,10 +252,15 @@ class EmotionDataModule(pl.LightningDataModule):
         return weights / weights.mean()
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        sampler = None
+        if split != "train" and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # DDP: each image evaluated once (Lightning's default sampler pads ranks with repeats)
+            sampler = UnrepeatedDistributedSampler(self.datasets[split], shuffle=False)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -24,7 +24,7 @@ def stratified_group_split(
 ) -> np.ndarray:
     """Split names per image; each group goes whole to one split, and every class is shared out
     by `ratios` (train, val, test fractions; a zero fraction gets nothing). Deterministic in
-    `seed`. Each class's groups are dealt to the split furthest below its share."""
+    `seed`. Each class's groups are dealt to the split furthest below its target count."""
     ratios_array = np.asarray(ratios, dtype=np.float64) / np.sum(ratios)
     group_label = _group_labels(groups, labels)
     group_size = np.bincount(groups)
@@ -35,7 +35,9 @@ def stratified_group_split(
         target = ratios_array * group_size[class_groups].sum()
         assigned = np.zeros(len(SPLITS))
         for group in class_groups:
-            shortfall = np.where(target > 0, (target - assigned) / np.maximum(target, 1e-9), -np.inf)
+            # every split with a share gets one group first, then the one furthest below its target
+            empty = (target > 0) & (assigned == 0)
+            shortfall = np.where(empty if empty.any() else target > 0, target - assigned, -np.inf)
             choice = int(np.argmax(shortfall))
             group_split[group] = choice
             assigned[choice] += group_size[group]

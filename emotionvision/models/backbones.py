@@ -17,16 +17,17 @@ class BackboneSpec:
 
     build: Callable[[bool], nn.Module]  # build(pretrained) -> model with ImageNet (1000) heads
     heads: tuple[str, ...]  # attribute paths of the classifier layers to replace
+    min_input_size: int = 32  # smallest image side the architecture accepts
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, *heads: str) -> Callable:
+def register_backbone(name: str, *heads: str, min_input_size: int = 32) -> Callable:
     """Decorator registering `build(pretrained: bool) -> nn.Module` under `name`."""
 
     def decorator(build: Callable[[bool], nn.Module]) -> Callable[[bool], nn.Module]:
-        BACKBONES[name] = BackboneSpec(build, heads)
+        BACKBONES[name] = BackboneSpec(build, heads, min_input_size)
         return build
 
     return decorator
@@ -38,7 +39,8 @@ def resnet18(pretrained: bool) -> nn.Module:
     return torchvision.models.resnet18(weights=weights)
 
 
-@register_backbone("inception_v3", "fc", "AuxLogits.fc")
+# the auxiliary head needs a 17x17 feature map: 299 px input
+@register_backbone("inception_v3", "fc", "AuxLogits.fc", min_input_size=299)
 def inception_v3(pretrained: bool) -> nn.Module:
     weights = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1 if pretrained else None
     # transform_input converts ImageNet-normalised input to the [-1, 1] scale of Google's weights
@@ -48,16 +50,26 @@ def inception_v3(pretrained: bool) -> nn.Module:
 
 
 def build_backbone(
-    name: str, num_classes: int, pretrained: bool = False, weights_path: str | None = None
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    weights_path: str | None = None,
+    input_size: int | None = None,
 ) -> nn.Module:
     """The registered model with `num_classes` outputs on every head.
 
     `pretrained` downloads torchvision's ImageNet weights; `weights_path` loads a local state dict
     of the ImageNet model instead (as saved by `torch.save(model.state_dict(), FILE)`).
+    `input_size`, when given, is checked against the architecture's minimum.
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone '{name}' (model.backbone); known: {sorted(BACKBONES)}.")
     spec = BACKBONES[name]
+    if input_size is not None and input_size < spec.min_input_size:
+        raise ValueError(
+            f"{name} needs images of at least {spec.min_input_size} px, got {input_size}: "
+            f"set data.image_size={spec.min_input_size} (or more)."
+        )
     model = _download_pretrained(spec, name) if pretrained else spec.build(False)
     if weights_path is not None:
         load_local_weights(model, Path(weights_path))
@@ -84,8 +96,14 @@ def load_local_weights(model: nn.Module, path: Path) -> None:
     """Load a state dict file (safely: tensors only) into an ImageNet-headed model."""
     if not path.is_file():
         raise FileNotFoundError(f"model.weights_path {path} does not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, or pickled objects other than tensors
+        raise ValueError(f"model.weights_path {path} is not a PyTorch state dict file ({error}).") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"model.weights_path {path} holds a {type(state).__name__}, not a state dict.")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

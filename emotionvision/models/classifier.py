@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from torchmetrics import MeanMetric
 
 from emotionvision.models.backbones import build_backbone
 from emotionvision.reporting.figures import confusion_matrix_figure
@@ -43,7 +44,7 @@ class EmotionClassifier(pl.LightningModule):
         # optimizer/scheduler are partials: kept out of the checkpoint (loads with weights_only)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.class_names = list(class_names)
-        self.model = build_backbone(backbone, len(class_names), pretrained, weights_path)
+        self.model = build_backbone(backbone, len(class_names), pretrained, weights_path, input_size)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         self.register_buffer("class_weights", torch.ones(len(class_names)))
@@ -54,6 +55,7 @@ class EmotionClassifier(pl.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{stage}_metrics": build_metrics(len(class_names)) for stage in STAGES}
         )
+        self.mean_losses = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
         self.results: dict[str, dict[str, float]] = {}
         self.confusion: dict[str, list[list[int]]] = {}
 
@@ -94,7 +96,7 @@ class EmotionClassifier(pl.LightningModule):
 
     def _update(self, stage: str, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
         self.metrics[f"{stage}_metrics"].update(logits.detach().softmax(dim=1), targets)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.mean_losses[f"{stage}_loss"].update(loss.detach(), weight=len(targets))
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -106,9 +108,17 @@ class EmotionClassifier(pl.LightningModule):
         self._log_epoch("test")
 
     def _log_epoch(self, stage: str) -> None:
-        """Log the stage's metrics (synced across processes by torchmetrics) and reset them."""
+        """Log the stage's metrics and mean loss (synced across processes by torchmetrics) and reset them.
+
+        Every process syncs here, in the same order. (A value logged with sync_dist=True would instead
+        be reduced whenever rank zero's progress bar reads it, out of step with the other ranks: a
+        DDP deadlock.)
+        """
         computed = self.metrics[f"{stage}_metrics"].compute()
+        mean_loss = self.mean_losses[f"{stage}_loss"].compute()
         self.metrics[f"{stage}_metrics"].reset()
+        self.mean_losses[f"{stage}_loss"].reset()
+        self.log(f"{stage}/loss", mean_loss, prog_bar=True)
         results = scalar_results(computed, self.class_names)
         self.results[stage] = results
         self.confusion[stage] = computed["confusion_matrix"].tolist()

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,7 +193,11 @@ def _wrap(variant: str) -> str:
 
 
 def markdown_report(
-    runs: list[Run], variants: list[str], metrics: list[str], differences: list[PairedDifference]
+    runs: list[Run],
+    variants: list[str],
+    metrics: list[str],
+    differences: list[PairedDifference],
+    confidence: float = 0.95,
 ) -> str:
     """The summary table, the paired differences with their verdicts, and caveats."""
     rows = summary_rows(runs, variants, metrics)
@@ -204,7 +207,7 @@ def markdown_report(
         cells = [_mean_std(row[f"{metric} mean"], row[f"{metric} std"]) for metric in metrics]
         lines.append(_table_line([row["variant"], str(row["runs"]), *cells]))
     lines += ["", "Mean ± standard deviation over seeds of test-split metrics.", ""]
-    lines += _noise_notes(runs, variants, rows)
+    lines += _noise_notes(runs, variants, rows, confidence)
     if differences:
         lines += ["", f"## Paired differences from {variants[0]} (by seed)", ""]
         lines += [f"- {difference.sentence()}" for difference in differences]
@@ -224,16 +227,18 @@ def _table_line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _noise_notes(runs: list[Run], variants: list[str], rows: list[dict[str, object]]) -> list[str]:
+def _noise_notes(
+    runs: list[Run], variants: list[str], rows: list[dict[str, object]], confidence: float
+) -> list[str]:
     """How large test-set sampling noise is, and whether every run used the same split."""
     test_images = sorted({run.test_images for run in runs})
     notes = []
     for row, variant in zip(rows, variants, strict=True):
         accuracy = float(row["test/acc mean"])
-        low, high = wilson_interval(round(accuracy * test_images[0]), test_images[0])
+        low, high = wilson_interval(round(accuracy * test_images[0]), test_images[0], confidence)
         notes.append(
-            f"- {variant}: an accuracy of {accuracy:.3f} on {test_images[0]} test images has a 95% "
-            f"Wilson interval of {low:.3f}-{high:.3f} from test-set sampling alone."
+            f"- {variant}: an accuracy of {accuracy:.3f} on {test_images[0]} test images has a "
+            f"{confidence:.0%} Wilson interval of {low:.3f}-{high:.3f} from test-set sampling alone."
         )
     digests = {run.split_digest for run in runs}
     if len(test_images) > 1 or len(digests) > 1 or None in digests:
@@ -268,13 +273,9 @@ def log_to_tensorboard(
         for run in runs:
             hparams = {key: run.overrides.get(key, NOT_SWEPT) for key in keys} | {PAIRING_KEY: run.seed}
             metrics = {name: value for name, value in run.metrics.items() if name.startswith("test/")}
-            writer.add_hparams(hparams, metrics, run_name=_run_name(run.path))
+            writer.add_hparams(hparams, metrics, run_name=run.path.name)
         writer.add_figure("compare/summary", figure)
         writer.add_text("compare/report", report)
-
-
-def _run_name(path: Path) -> str:
-    return re.sub(r"[^\w.-]+", "_", str(path.name))
 
 
 def compare(multirun_dir: Path, output_dir: Path, confidence: float = 0.95) -> str:
@@ -284,7 +285,7 @@ def compare(multirun_dir: Path, output_dir: Path, confidence: float = 0.95) -> s
     variants = assign_variants(runs, keys)
     metrics = metric_names(runs)
     differences = paired_differences(runs, variants, confidence)
-    report = markdown_report(runs, variants, metrics, differences)
+    report = markdown_report(runs, variants, metrics, differences, confidence)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "compare.md").write_text(report)
     write_csv(output_dir / "summary.csv", summary_rows(runs, variants, metrics))
@@ -293,7 +294,8 @@ def compare(multirun_dir: Path, output_dir: Path, confidence: float = 0.95) -> s
         [{"run": str(run.path), "variant": run.variant, PAIRING_KEY: run.seed} | run.metrics for run in runs],
     )
     if differences:
-        write_csv(output_dir / "paired.csv", [vars(difference) for difference in differences])
+        rows = [vars(difference) | {"significant": difference.significant} for difference in differences]
+        write_csv(output_dir / "paired.csv", rows)
     figure = summary_figure(runs, variants)
     figure.savefig(output_dir / "compare.png", dpi=120)
     log_to_tensorboard(output_dir / "tensorboard", runs, keys, report, figure)

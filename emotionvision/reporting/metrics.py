@@ -23,16 +23,19 @@ from torchmetrics.functional.classification.calibration_error import (
 CALIBRATION_BINS = 15
 
 
-def build_metrics(num_classes: int) -> MetricCollection:
-    """Accuracy, macro-F1, per-class recall, macro and per-class ROC-AUC, confusion matrix."""
+def build_metrics(num_classes: int, sync_on_compute: bool = True) -> MetricCollection:
+    """Accuracy, macro-F1, per-class recall, macro and per-class ROC-AUC, confusion matrix.
+
+    `sync_on_compute=False` for metrics one process computes alone (no DDP gather)."""
+    options = {"sync_on_compute": sync_on_compute}
     return MetricCollection(
         {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
-            "recall": MulticlassRecall(num_classes, average=None),
-            "auroc": MulticlassAUROC(num_classes, average="macro"),
-            "auroc_per_class": MulticlassAUROC(num_classes, average=None),
-            "confusion_matrix": MulticlassConfusionMatrix(num_classes),
+            "acc": MulticlassAccuracy(num_classes, average="micro", **options),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro", **options),
+            "recall": MulticlassRecall(num_classes, average=None, **options),
+            "auroc": MulticlassAUROC(num_classes, average="macro", **options),
+            "auroc_per_class": MulticlassAUROC(num_classes, average=None, **options),
+            "confusion_matrix": MulticlassConfusionMatrix(num_classes, **options),
         }
     )
 
@@ -48,19 +51,21 @@ def scalar_results(computed: dict[str, torch.Tensor], class_names: list[str]) ->
 
 def build_report_metrics(num_classes: int) -> MetricCollection:
     """`build_metrics` plus balanced accuracy, per-class precision and F1, macro and weighted
-    averages, expected calibration error (ECE) and the one-vs-rest ROC curves."""
-    metrics = build_metrics(num_classes)
+    averages, expected calibration error (ECE) and the one-vs-rest ROC curves. Computed by one
+    process over all its samples, so never synced across DDP ranks."""
+    options = {"sync_on_compute": False}
+    metrics = build_metrics(num_classes, sync_on_compute=False)
     metrics.add_metrics(
         {
-            "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
-            "precision": MulticlassPrecision(num_classes, average=None),
-            "f1": MulticlassF1Score(num_classes, average=None),
-            "macro_precision": MulticlassPrecision(num_classes, average="macro"),
-            "weighted_precision": MulticlassPrecision(num_classes, average="weighted"),
-            "weighted_recall": MulticlassRecall(num_classes, average="weighted"),
-            "weighted_f1": MulticlassF1Score(num_classes, average="weighted"),
-            "ece": MulticlassCalibrationError(num_classes, n_bins=CALIBRATION_BINS, norm="l1"),
-            "roc": MulticlassROC(num_classes),
+            "balanced_acc": MulticlassAccuracy(num_classes, average="macro", **options),
+            "precision": MulticlassPrecision(num_classes, average=None, **options),
+            "f1": MulticlassF1Score(num_classes, average=None, **options),
+            "macro_precision": MulticlassPrecision(num_classes, average="macro", **options),
+            "weighted_precision": MulticlassPrecision(num_classes, average="weighted", **options),
+            "weighted_recall": MulticlassRecall(num_classes, average="weighted", **options),
+            "weighted_f1": MulticlassF1Score(num_classes, average="weighted", **options),
+            "ece": MulticlassCalibrationError(num_classes, n_bins=CALIBRATION_BINS, norm="l1", **options),
+            "roc": MulticlassROC(num_classes, **options),
         }
     )
     return metrics

@@ -1,0 +1,35 @@
+"""Training augmentation whose magnitude is one number, for hyperparameter search."""
+
+from __future__ import annotations
+
+from torchvision.transforms import v2
+
+
+def scaled_augmentation(strength: float, size: int) -> v2.Compose:
+    """The standard augmentation (conf/augmentation/standard.yaml) with every magnitude scaled.
+
+    `strength` 1 gives exactly the standard settings, 0 gives no change to any image, 2 doubles crop
+    area loss, aspect change, rotation, colour jitter and blur use; the flip probability stays 0.5
+    for any strength above 0. Magnitudes are clipped to what the transforms accept.
+    """
+    if strength < 0:
+        raise ValueError(f"augmentation.strength must be >= 0, got {strength}.")
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(
+                size,
+                scale=(max(0.1, 1 - 0.3 * strength), 1.0),
+                ratio=(max(0.1, 1 - 0.1 * strength), 1 + 0.1 * strength),
+                antialias=True,
+            ),
+            v2.RandomHorizontalFlip(p=0.5 if strength > 0 else 0.0),
+            v2.RandomRotation(degrees=10 * strength),
+            v2.ColorJitter(
+                brightness=0.2 * strength,
+                contrast=0.2 * strength,
+                saturation=0.2 * strength,
+                hue=min(0.5, 0.02 * strength),
+            ),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5))], p=min(1.0, 0.3 * strength)),
+        ]
+    )
