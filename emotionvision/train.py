@@ -19,9 +19,8 @@ from emotionvision.reporting.sanity import write_sanity_report
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit and test one model as the config says; return the metrics written to metrics.json."""
-    pl.seed_everything(cfg.seed, workers=True)
+def instantiate_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """The datamodule, model and trainer (with callbacks and loggers) the config describes."""
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     model: pl.LightningModule = instantiate(
         cfg.model,
@@ -35,6 +34,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test one model as the config says; return the metrics written to metrics.json."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = instantiate_run(cfg)
     if trainer.world_size > 1:
         keep_ranks_in_job_dir()
 

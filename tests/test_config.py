@@ -15,6 +15,7 @@ from omegaconf import OmegaConf, open_dict
 
 from emotionvision.data import EmotionDataModule
 from emotionvision.models import EmotionClassifier
+from emotionvision.train import instantiate_run
 
 CONF = Path(str(importlib.resources.files("emotionvision.conf")))  # what Hydra reads
 SPECIAL_GROUPS = {"hydra"}  # Hydra's own settings: checked separately
@@ -49,35 +50,19 @@ def test_every_group_has_options() -> None:
     assert ("model", "inception_v3") in GROUP_OPTIONS and ("data", "fer2013") in GROUP_OPTIONS
 
 
-def instantiate_run(cfg) -> dict:
-    """What emotionvision.train.train instantiates before fitting (the same calls)."""
-    datamodule = instantiate(cfg.data)
-    model = instantiate(
-        cfg.model,
-        _convert_="all",
-        class_names=datamodule.class_names,
-        input_size=datamodule.image_size,
-        loss=OmegaConf.to_container(cfg.loss),
-        optimizer=cfg.optimizer,
-        scheduler=cfg.scheduler or None,
-    )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    return {"datamodule": datamodule, "model": model, "callbacks": callbacks, "loggers": loggers}
-
-
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_option_composes_and_instantiates(
     group: str, option: str, compose_train, trees, tmp_path: Path
 ) -> None:
     root = trees["predefined"] if (group, option) == ("data", "fer2013") else trees["plain"]
+    image_size = 299 if option == "inception_v3" else 32  # its auxiliary head needs 299 px
     output_dir = tmp_path / "run"
     overrides = [
         f"{group}={option}",
         f"paths.output_dir={output_dir}",
         f"data.root={root}",
         f"data.cache_dir={trees['cache']}",
-        "data.image_size=32",
+        f"data.image_size={image_size}",
         "data.num_workers=0",
         "data.batch_size=4",
     ]
@@ -87,8 +72,9 @@ def test_every_option_composes_and_instantiates(
         del cfg["hydra"]
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # every value resolves
 
-    parts = instantiate_run(cfg)
-    datamodule: EmotionDataModule = parts["datamodule"]
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        pytest.skip("trainer=gpu composed and resolved; instantiating its Trainer needs a GPU")
+    datamodule, model, trainer = instantiate_run(cfg)
     assert isinstance(datamodule, EmotionDataModule)
     assert datamodule.manifest_path == output_dir / "split.csv"
     assert datamodule.cache_dir == trees["cache"]
@@ -103,7 +89,6 @@ def test_every_option_composes_and_instantiates(
         augmented = datamodule.augmentation(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
         assert augmented.shape == (3, 32, 32) and augmented.dtype == torch.uint8
 
-    model: EmotionClassifier = parts["model"]
     assert isinstance(model, EmotionClassifier)
     assert model.hparams.backbone == cfg.model.backbone
     assert model.loss_options["class_weighted"] == cfg.loss.class_weighted
@@ -112,21 +97,18 @@ def test_every_option_composes_and_instantiates(
     assert group_0.get("initial_lr", group_0["lr"]) == pytest.approx(cfg.optimizer.lr)
     assert ("lr_scheduler" in optimizers) == bool(cfg.scheduler)
 
-    for callback in parts["callbacks"]:
+    for callback in trainer.callbacks:
         assert isinstance(callback, pl.Callback)
-        if isinstance(callback, ModelCheckpoint):
+        if isinstance(callback, ModelCheckpoint) and cfg.get("callbacks"):  # else Lightning's default
             assert Path(callback.dirpath) == output_dir / "checkpoints"
             assert callback.monitor == cfg.optimized_metric
-    for logger in parts["loggers"]:
+    for logger in trainer.loggers:
         assert Path(logger.save_dir) == output_dir
         if group == "logger":
             logger.log_metrics({"probe": 1.0}, step=0)
             logger.save()
             assert any(Path(logger.log_dir).iterdir()), f"{type(logger).__name__} wrote nothing"
 
-    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-        pytest.skip("trainer=gpu composed and the rest instantiated; the Trainer itself needs a GPU")
-    trainer = instantiate(cfg.trainer, callbacks=parts["callbacks"], logger=parts["loggers"])
     assert isinstance(trainer, pl.Trainer)
     assert Path(trainer.default_root_dir) == output_dir
     assert trainer.max_epochs == cfg.trainer.max_epochs
