@@ -261,6 +261,8 @@ class EmotionDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=sampler,
+            # a last training batch of one image would break BatchNorm: drop the incomplete batch
+            drop_last=split == "train" and len(self.datasets[split]) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
