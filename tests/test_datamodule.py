@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from emotionvision.data import EmotionDataModule
-from emotionvision.data.cache import content_key
+from emotionvision.data.cache import DecodeCache, content_key
+from emotionvision.data.images import SkipReport
 
 
 def datamodule(root: Path, cache_dir: Path, **kwargs) -> EmotionDataModule:
@@ -20,7 +21,8 @@ def datamodule(root: Path, cache_dir: Path, **kwargs) -> EmotionDataModule:
 
 
 def shards(cache_dir: Path, size: int = 16) -> dict[Path, int]:
-    return {path: path.stat().st_mtime_ns for path in (cache_dir / f"size{size}").glob("shard-*.pt")}
+    folder = DecodeCache(cache_dir, size).folder
+    return {path: path.stat().st_mtime_ns for path in folder.glob("shard-*.pt")}
 
 
 def test_class_names_are_sorted_folders(tmp_path: Path, make_tree, cache_dir: Path) -> None:
@@ -183,3 +185,16 @@ def test_train_label_shuffle_permutes_train_labels_only(tmp_path: Path, make_tre
     again = datamodule(root, cache_dir, train_label_shuffle_seed=0)
     again.setup()
     assert again.datasets["train"].labels == train.labels
+
+
+def test_duplicate_hash_does_not_depend_on_image_size(tmp_path: Path) -> None:
+    """JPEGs decode at a size-dependent scale; the hash (and so the split) must not follow it."""
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.jpg"
+    smooth = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8).repeat(64, axis=0).repeat(64, axis=1)
+    Image.fromarray(smooth).save(photo, quality=90)
+    hashes = []
+    for size in (32, 299):
+        _, (decoded,) = DecodeCache(tmp_path / "cache", size).get_many([photo], SkipReport())
+        hashes.append(decoded.hash_bits)
+    assert torch.equal(hashes[0], hashes[1])

@@ -1,6 +1,6 @@
 """Decode-once cache: resized uint8 image tensors and perceptual hashes, keyed by file content.
 
-Each image size has its own folder of shards (`<cache_dir>/size<S>/shard-*.pt`). A shard holds
+Each image size has its own folder of shards (`<cache_dir>/v<version>-size<S>/shard-*.pt`). A shard holds
 `keys` (SHA-1 of the file bytes), `images` (uint8, N x 3 x S x S) and `hashes` (bool, N x 256).
 Shards are memory-mapped on load, so a large set costs page cache, not process memory.
 """
@@ -22,6 +22,11 @@ from emotionvision.data.images import SkipReport, difference_hash, load_rgb, res
 
 log = logging.getLogger(__name__)
 
+# JPEGs are decoded at a reduced scale covering this many pixels for the perceptual hash
+HASH_DECODE_SIZE = 64
+# bump when what a shard holds changes, so older caches are not mixed in
+CACHE_VERSION = 2
+
 
 @dataclass
 class DecodedImage:
@@ -37,21 +42,23 @@ def content_key(path: Path) -> str:
 
 
 def _decode(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor] | str:
-    """Pixels and hash of one file, or the reason it is skipped."""
+    """Pixels and hash of one file, or the reason it is skipped. The hash comes from a decode of
+    its own at a fixed scale, so duplicate groups (and the split) do not depend on `size`."""
     try:
         image = load_rgb(path, min_size=size)
+        hash_image = load_rgb(path, min_size=HASH_DECODE_SIZE)
     except UnidentifiedImageError:
         return "not an image"
     except (OSError, ValueError, SyntaxError):
         return "unreadable image"
-    return resize_center_crop(image, size), torch.from_numpy(difference_hash(image))
+    return resize_center_crop(image, size), torch.from_numpy(difference_hash(hash_image))
 
 
 class DecodeCache:
     """Resized images of one size, loaded from and saved to `cache_dir`."""
 
     def __init__(self, cache_dir: str | Path, size: int) -> None:
-        self.folder = Path(cache_dir) / f"size{size}"
+        self.folder = Path(cache_dir) / f"v{CACHE_VERSION}-size{size}"
         self.size = size
         self.entries: dict[str, DecodedImage] = {}
         for shard_path in sorted(self.folder.glob("shard-*.pt")):
