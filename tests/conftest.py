@@ -80,3 +80,18 @@ def compose_train() -> Iterator[Callable]:
             return compose(config_name="train", overrides=overrides, return_hydra_config=return_hydra_config)
 
         yield _compose
+
+
+@pytest.fixture(scope="session")
+def quick_run_overrides() -> list[str]:
+    """Overrides for a seconds-long training run on a tiny tree (32 px, one batch per stage)."""
+    return [
+        "data.image_size=32",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=1",
+        "++trainer.limit_val_batches=1",
+        "++trainer.num_sanity_val_steps=0",
+        "++trainer.enable_model_summary=false",
+        "logger=csv",
+    ]

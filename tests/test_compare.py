@@ -136,7 +136,9 @@ def test_clear_errors_for_bad_input(tmp_path: Path, capsys) -> None:
     assert "with the same seed 1" in capsys.readouterr().err
 
 
-def test_compare_augmentation_sweep_end_to_end(tmp_path: Path, make_tree, capsys) -> None:
+def test_compare_augmentation_sweep_end_to_end(
+    tmp_path: Path, make_tree, capsys, quick_run_overrides
+) -> None:
     """The experiment's sweep (2 variants x 2 seeds, shortened), then emotionvision-compare."""
     root = make_tree(tmp_path / "images", dict.fromkeys(CLASSES, 10))
     env = {key: value for key, value in os.environ.items() if key != "EMOTIONVISION_ROOT"}
@@ -146,14 +148,7 @@ def test_compare_augmentation_sweep_end_to_end(tmp_path: Path, make_tree, capsys
         "experiment=compare_augmentation",
         "seed=1,2",
         f"data.root={root}",
-        "data.image_size=32",
-        "data.num_workers=0",
-        "trainer.max_epochs=1",
-        "++trainer.limit_train_batches=1",
-        "++trainer.limit_val_batches=1",
-        "++trainer.num_sanity_val_steps=0",
-        "++trainer.enable_model_summary=false",
-        "logger=csv",
+        *quick_run_overrides,
         "callbacks=none",
         "++trainer.enable_checkpointing=false",
     ]

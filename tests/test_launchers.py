@@ -15,17 +15,6 @@ from hydra.utils import instantiate
 from emotionvision.data.augmentation import scaled_augmentation
 
 BIN = Path(sys.executable).parent
-SHORT_RUN = [
-    "data=folder",
-    "data.image_size=32",
-    "data.num_workers=0",
-    "trainer.max_epochs=1",
-    "++trainer.limit_train_batches=1",
-    "++trainer.limit_val_batches=1",
-    "++trainer.num_sanity_val_steps=0",
-    "++trainer.enable_model_summary=false",
-    "logger=csv",
-]
 
 
 def sweep(args: list[str], cwd: Path) -> Path:
@@ -38,12 +27,19 @@ def sweep(args: list[str], cwd: Path) -> Path:
     return sweep_dir
 
 
-def test_optuna_trials_run_as_submitit_local_jobs(tmp_path: Path, make_tree) -> None:
+def test_optuna_trials_run_as_submitit_local_jobs(tmp_path: Path, make_tree, quick_run_overrides) -> None:
     """hparams_search=optuna with hydra/launcher=submitit_local: a trial runs as a submitit job."""
     root = make_tree(tmp_path / "images")
     args = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", "hydra/launcher=submitit_local"]
     sweep_dir = sweep(
-        [*args, f"data.root={root}", *SHORT_RUN, "callbacks.model_checkpoint.save_last=false"], tmp_path
+        [
+            *args,
+            "data=folder",
+            f"data.root={root}",
+            *quick_run_overrides,
+            "callbacks.model_checkpoint.save_last=false",
+        ],
+        tmp_path,
     )
     assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 1
     trial = json.loads((sweep_dir / "0/metrics.json").read_text())
