@@ -3,34 +3,54 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
+from emotionvision.callbacks import ReportCallback
+from emotionvision.data.dataset import decoded_dataset
 from emotionvision.data.images import SkipReport, list_class_files
 from emotionvision.data.split import SPLITS, read_manifest
-from emotionvision.models.checkpoint import load_classifier
-from emotionvision.predict import resolve_device
-from emotionvision.reporting.report import write_report
+from emotionvision.models.classifier import load_classifier
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Write the report of `cfg.ckpt_path` into `cfg.output_dir`; returns what metrics.json holds."""
+    """Test `cfg.ckpt_path` with `trainer.test` on the chosen images; the report callback writes the
+    report into `cfg.output_dir`. Returns what metrics.json holds."""
     ckpt_path = Path(cfg.ckpt_path)
-    model = load_classifier(ckpt_path).to(resolve_device(cfg.device))
+    model = load_classifier(ckpt_path)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else ckpt_path.resolve().parent.parent
     if cfg.data.root:
         log.info("Evaluating every image under data.root=%s", cfg.data.root)
         samples, split = folder_samples(Path(cfg.data.root), model.class_names), "all"
+        source = f"data.root {cfg.data.root}"
     else:
         manifest = Path(cfg.data.split_file) if cfg.data.split_file else run_dir / "split.csv"
         samples, split = manifest_samples(manifest, cfg.data.split, model.class_names), cfg.data.split
+        source = f"split '{split}' of {manifest}"
+    dataset = decoded_dataset(samples, cfg.data.cache_dir, model.hparams.input_size, source)
+    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
     output_dir = Path(cfg.output_dir)
-    return write_report(model, samples, split, output_dir, run_dir, cfg.data.cache_dir, cfg.data.batch_size)
+    monitor = run_monitor(run_dir)
+    report = ReportCallback(output_dir, monitor.metric, monitor.mode, run_dir=run_dir, split=split)
+    trainer = instantiate(cfg.trainer, callbacks=[report])
+    trainer.test(model, dataloaders=loader)
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def run_monitor(run_dir: Path) -> DictConfig:
+    """The training run's monitored metric and mode (from its .hydra/config.yaml), for its learning
+    curves; metric None where the run's config is missing."""
+    config = run_dir / ".hydra" / "config.yaml"
+    monitor = OmegaConf.load(config).get("monitor") if config.is_file() else None
+    return monitor or OmegaConf.create({"metric": None, "mode": "max"})
 
 
 def manifest_samples(manifest: Path, split: str, class_names: list[str]) -> list[tuple[Path, int]]:

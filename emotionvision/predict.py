@@ -19,8 +19,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import to_dtype
 
 from emotionvision.data.images import SkipReport, list_class_files, load_rgb, resize_center_crop
-from emotionvision.models.checkpoint import load_classifier
-from emotionvision.models.classifier import EmotionClassifier
+from emotionvision.models.classifier import load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +29,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def predict_probabilities(
-    model: EmotionClassifier, pixels: torch.Tensor, batch_size: int = 32, tta: bool = False
-) -> torch.Tensor:
-    """Class probabilities (N x C, on the CPU) of uint8 images (N x 3 x S x S), batch by batch,
-    scaled to [0, 1] as in training; `tta` averages them with those of the mirrored images."""
-    model.eval()
-    batches = []
-    with torch.inference_mode():
-        for batch in pixels.split(batch_size):
-            images = to_dtype(batch.to(model.device), torch.float32, scale=True)
-            probabilities = model(images).softmax(dim=1)
-            if tta:
-                probabilities = (probabilities + model(images.flip(-1)).softmax(dim=1)) / 2
-            batches.append(probabilities.cpu())
-    return torch.cat(batches)
 
 
 @dataclass
@@ -96,10 +78,12 @@ class Predictor:
                 errors[path] = f"unreadable image: {error}"
         ranked = {}
         if pixels:
-            batch = torch.stack(list(pixels.values()))
-            top = predict_probabilities(self.model, batch, self.batch_size, self.tta).topk(
-                min(top_k, len(self.class_names)), dim=1
+            images = to_dtype(
+                torch.stack(list(pixels.values())).to(self.model.device), torch.float32, scale=True
             )
+            with torch.inference_mode():
+                probabilities = self.model.probabilities(images, self.tta).cpu()
+            top = probabilities.topk(min(top_k, len(self.class_names)), dim=1)
             ranked = dict(
                 zip(pixels, zip(top.indices.tolist(), top.values.tolist(), strict=True), strict=True)
             )

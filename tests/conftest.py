@@ -86,7 +86,7 @@ def compose_train() -> Iterator[Callable]:
 def quick_run_overrides() -> list[str]:
     """Overrides for a seconds-long training run on a tiny tree (32 px, one batch per stage)."""
     return [
-        "data.image_size=32",
+        "model.input_size=32",
         "data.num_workers=0",
         "trainer.max_epochs=1",
         "++trainer.limit_train_batches=1",

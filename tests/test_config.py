@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import OmegaConf, open_dict
 
 from emotionvision.data import EmotionDataModule
@@ -62,7 +62,7 @@ def test_every_option_composes_and_instantiates(
         f"paths.output_dir={output_dir}",
         f"data.root={root}",
         f"data.cache_dir={trees['cache']}",
-        f"data.image_size={image_size}",
+        f"model.input_size={image_size}",
         "data.num_workers=0",
         "data.batch_size=4",
     ]
@@ -80,7 +80,7 @@ def test_every_option_composes_and_instantiates(
     assert datamodule.cache_dir == trees["cache"]
     if group == "data":
         datamodule.setup()
-        images, _ = next(iter(datamodule.train_dataloader()))
+        images, _, _ = next(iter(datamodule.train_dataloader()))
         assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
         assert (output_dir / "split.csv").is_file()
         if option == "fer2013":
@@ -91,7 +91,8 @@ def test_every_option_composes_and_instantiates(
 
     assert isinstance(model, EmotionClassifier)
     assert model.hparams.backbone == cfg.model.backbone
-    assert model.loss_options["class_weighted"] == cfg.loss.class_weighted
+    assert type(model.loss).__name__ == cfg.loss._target_.rsplit(".", 1)[1]
+    assert model.loss.class_weighted == cfg.loss.class_weighted
     optimizers = model.configure_optimizers()
     group_0 = optimizers["optimizer"].param_groups[0]  # a warmup lowers "lr" at once: check initial_lr
     assert group_0.get("initial_lr", group_0["lr"]) == pytest.approx(cfg.optimizer.lr)
@@ -99,9 +100,12 @@ def test_every_option_composes_and_instantiates(
 
     for callback in trainer.callbacks:
         assert isinstance(callback, pl.Callback)
-        if isinstance(callback, ModelCheckpoint) and cfg.get("callbacks"):  # else Lightning's default
+        if isinstance(callback, ModelCheckpoint) and "model_checkpoint" in cfg.callbacks:  # not Lightning's
             assert Path(callback.dirpath) == output_dir / "checkpoints"
-            assert callback.monitor == cfg.optimized_metric
+        if isinstance(callback, ModelCheckpoint | EarlyStopping) and "model_checkpoint" in cfg.callbacks:
+            assert (callback.monitor, callback.mode) == (cfg.monitor.metric, cfg.monitor.mode) or (
+                option == "overfit_batch" and isinstance(callback, EarlyStopping)  # stops on train/acc
+            )
     for logger in trainer.loggers:
         assert Path(logger.save_dir) == output_dir
         if group == "logger":
@@ -203,3 +207,27 @@ def test_no_schedule_keeps_the_rate(compose_train) -> None:
     optimizer, scheduler = schedule(compose_train, "none")
     assert scheduler is None
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_the_input_size_has_one_source(compose_train, trees, tmp_path: Path) -> None:
+    """model.input_size sets the data's size; the demo lowers it; a data size that disagrees is refused."""
+    assert compose_train([]).model.input_size == compose_train([]).data.image_size == 64  # the demo
+    six = compose_train(["data=six_emotions"])
+    assert six.model.input_size == six.data.image_size == 224
+    cfg = compose_train(
+        [
+            "data=folder",
+            f"data.root={trees['plain']}",
+            f"data.cache_dir={trees['cache']}",
+            f"paths.output_dir={tmp_path}",
+            "model.input_size=32",
+            "data.image_size=24",
+            "data.num_workers=0",
+            "logger=csv",
+        ]
+    )
+    datamodule, model, trainer = instantiate_run(cfg)
+    with pytest.raises(
+        ValueError, match=r"24 px but the model takes 32 px: set the size once with model\.input_size"
+    ):
+        trainer.fit(model, datamodule=datamodule)

@@ -53,7 +53,7 @@ def test_labels_follow_the_classes_order(tmp_path: Path, make_tree, cache_dir: P
     module.setup()
     for split, dataset in module.datasets.items():
         for index in range(len(dataset)):
-            image, label = dataset[index]
+            image, label, _ = dataset[index]
             red_minus_green = float(image[0].mean() - image[1].mean())
             assert (red_minus_green > 0) == (module.class_names[label] == "anger"), split
 
@@ -100,7 +100,7 @@ def test_batches_are_float_images_in_unit_range(tmp_path: Path, make_tree, cache
     module.setup()
     assert sum(len(d) for d in module.datasets.values()) == 30
     for loader in (module.train_dataloader(), module.val_dataloader(), module.test_dataloader()):
-        images, labels = next(iter(loader))
+        images, labels, _ = next(iter(loader))
         assert images.shape == (min(4, len(loader.dataset)), 3, 20, 20)
         assert images.dtype == torch.float32
         assert images.min() >= 0.0 and images.max() <= 1.0
@@ -116,7 +116,7 @@ def test_augmentation_runs_on_train_only(tmp_path: Path, make_tree, cache_dir: P
     module = datamodule(root, cache_dir, augmentation=flip, split_ratios=[0.5, 0.25, 0.25])
     module.setup()
     for split, dataset in module.datasets.items():
-        image, _ = dataset[0]
+        image, _, _ = dataset[0]
         stored = dataset.images[0].pixels.float() / 255
         expected = stored.flip(-1) if split == "train" else stored
         torch.testing.assert_close(image, expected)

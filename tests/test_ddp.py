@@ -19,7 +19,7 @@ from emotionvision.train import train
 BIN = Path(sys.executable).parent
 SHORT_RUN = [
     "data=folder",
-    "data.image_size=32",
+    "model.input_size=32",
     "data.num_workers=0",
     "data.batch_size=8",
     "trainer.max_epochs=1",
@@ -81,6 +81,8 @@ def test_ddp_config_with_one_device_trains(
     cfg = compose_train(
         [*overrides, f"paths.output_dir={output_dir}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=csv"]
     )
-    metrics = train(cfg)
+    returned = train(cfg)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["epochs_trained"] == 1
-    assert (output_dir / "metrics.json").is_file()
+    assert returned["best_val/macro_f1"] == metrics["best_val/macro_f1"]
+    assert returned["test/acc"] == pytest.approx(metrics["test/acc"])

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from emotionvision import evaluate, train
 from emotionvision.data.demo import generate_demo_dataset
 from emotionvision.data.split import SPLITS, read_manifest
-from emotionvision.reporting.history import early_stopping_state, overfitting_summary, overfitting_text
+from emotionvision.reporting.history import overfitting_summary, overfitting_text, read_history
 
 REPORT_FILES = (
     "metrics.json",
@@ -122,39 +122,48 @@ def test_report_holds_every_file_and_figure(report: str, run_dir: Path, eval_dir
     assert all(name in text for name in ("anger", "disgust", "macro avg", "weighted avg"))
     events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
-    assert {"report/test/confusion_matrix", "report/test/learning_curves"} <= set(events.Tags()["images"])
+    assert {"report/test/confusion_matrix", "report/learning_curves"} <= set(events.Tags()["images"])
 
 
 def test_overfitting_section_agrees_with_training_logs(run_dir: Path, eval_dir: Path) -> None:
     trained = read_json(run_dir / "metrics.json")
     overfitting = read_json(eval_dir / "metrics.json")["overfitting"]
     assert overfitting["last_epoch"] == trained["epochs_trained"] - 1
-    assert overfitting["at_best_epoch"]["val_macro_f1"] == pytest.approx(trained["best_val/macro_f1"])
+    assert overfitting["at_best_epoch"]["val/macro_f1"] == pytest.approx(trained["best_val/macro_f1"])
     gaps = overfitting["at_last_epoch"]
-    assert gaps["loss_gap"] == pytest.approx(gaps["val_loss"] - gaps["train_loss"])
+    assert gaps["loss_gap"] == pytest.approx(gaps["val/loss"] - gaps["train/loss"])
     assert overfitting["early_stopping_fired"] is False  # patience 10 > 2 epochs
-    assert "peaked at epoch" in (eval_dir / "overfitting.txt").read_text()
+    assert overfitting == trained["overfitting"]
+    assert "was best at epoch" in (eval_dir / "overfitting.txt").read_text()
 
 
-def test_early_stopping_is_read_from_the_last_checkpoint(tmp_path: Path) -> None:
-    (tmp_path / "checkpoints").mkdir()
-    state = {"wait_count": 3, "stopped_epoch": 7, "best_score": torch.tensor(0.5), "patience": 3}
-    torch.save(
-        {"callbacks": {"EarlyStopping{'monitor': 'val/macro_f1'}": state}}, tmp_path / "checkpoints/last.ckpt"
-    )
+def test_history_csv_holds_one_row_per_epoch(run_dir: Path) -> None:
+    """The learning curves come from history.csv, whatever the logger."""
+    history = read_history(run_dir / "history.csv")
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert history[0]["time"] < history[1]["time"]
+    for row in history:
+        assert {"train/loss", "val/loss", "train/macro_f1", "val/macro_f1", "lr-AdamW"} <= set(row)
+    best = max(row["val/macro_f1"] for row in history)
+    assert best == pytest.approx(read_json(run_dir / "metrics.json")["best_val/macro_f1"])
+
+
+def test_overfitting_summary_by_hand() -> None:
     curves = {
         "train/loss": {e: 1.0 - 0.1 * e for e in range(8)},
         "val/loss": {e: 1.0 for e in range(8)},
         "train/macro_f1": {e: 0.1 * e for e in range(8)},
         "val/macro_f1": {0: 0.2, 1: 0.4, 2: 0.5, 3: 0.5, 4: 0.45, 5: 0.44, 6: 0.43, 7: 0.42},
     }
-    summary = overfitting_summary(curves, early_stopping_state(tmp_path))
+    summary = overfitting_summary(curves, "val/macro_f1", "max", stopped_epoch=7)
     assert summary["best_epoch"] == 2  # the first of the tied peaks, as ModelCheckpoint keeps it
     assert summary["last_epoch"] == 7
     assert summary["at_last_epoch"]["macro_f1_gap"] == pytest.approx(0.7 - 0.42)
     assert summary["early_stopping_fired"] is True and summary["early_stopping_epoch"] == 7
     assert "Early stopping fired at epoch 7" in overfitting_text(summary)
-    assert early_stopping_state(tmp_path / "elsewhere") is None
+    by_loss = overfitting_summary(curves, "val/loss", "min", stopped_epoch=0)
+    assert by_loss["best_epoch"] == 0 and by_loss["early_stopping_fired"] is False
+    assert set(by_loss["at_best_epoch"]) == {"train/loss", "val/loss", "loss_gap"}
 
 
 def test_data_split_selects_the_images_of_the_manifest(run_dir: Path) -> None:

@@ -53,7 +53,9 @@ def test_optuna_and_joblib_configs_compose(compose_train) -> None:
     cfg = compose_train(["hparams_search=optuna"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper.storage is None  # in memory: optuna's SQL storage breaks with SQLAlchemy 2
-    assert sweeper.direction == "maximize" and cfg.optimized_metric == "val/macro_f1"
+    assert sweeper.direction == "maximize" and cfg.monitor.metric == "val/macro_f1"
+    minimising = compose_train(["hparams_search=optuna", "monitor.metric=val/loss", "monitor.mode=min"], True)
+    assert minimising.hydra.sweeper.direction == "minimize"
     assert set(sweeper.params) == {"optimizer.lr", "optimizer.weight_decay", "augmentation.strength"}
     assert cfg.augmentation._target_ == "emotionvision.data.augmentation.scaled_augmentation"
     cfg = compose_train(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], return_hydra_config=True)
@@ -61,8 +63,8 @@ def test_optuna_and_joblib_configs_compose(compose_train) -> None:
 
 
 def test_strength_one_is_the_standard_augmentation(compose_train) -> None:
-    standard = instantiate(compose_train(["augmentation=standard", "data.image_size=32"]).augmentation)
-    scaled = instantiate(compose_train(["augmentation=scaled", "data.image_size=32"]).augmentation)
+    standard = instantiate(compose_train(["augmentation=standard", "model.input_size=32"]).augmentation)
+    scaled = instantiate(compose_train(["augmentation=scaled", "model.input_size=32"]).augmentation)
     image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
     for seed in range(5):  # same random draws, same output: the same transforms and magnitudes
         outputs = []
@@ -75,3 +77,18 @@ def test_strength_one_is_the_standard_augmentation(compose_train) -> None:
 def test_strength_zero_leaves_images_unchanged() -> None:
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     assert torch.equal(scaled_augmentation(0.0, 32)(image), image)
+
+
+def test_a_sweep_optimises_the_one_monitored_metric(tmp_path: Path, make_tree, quick_run_overrides) -> None:
+    """monitor.metric=val/acc alone moves the checkpoint, early stopping, the reports and the value
+    Optuna receives."""
+    root = make_tree(tmp_path / "images")
+    overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", "monitor.metric=val/acc"]
+    sweep_dir = sweep([*overrides, "data=folder", f"data.root={root}", *quick_run_overrides], tmp_path)
+    trial = json.loads((sweep_dir / "0/metrics.json").read_text())
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert results["best_value"] is not None and results["best_value"] == trial["best_val/acc"]
+    assert "best_val/macro_f1" not in trial and trial["overfitting"]["monitor"] == "val/acc"
+    checkpoint = torch.load(sweep_dir / "0/checkpoints/last.ckpt", weights_only=True)
+    monitoring = {key.split("{")[0] for key in checkpoint["callbacks"] if "'monitor': 'val/acc'" in key}
+    assert monitoring == {"ModelCheckpoint", "EarlyStopping"}

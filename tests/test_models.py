@@ -12,6 +12,7 @@ import torchvision
 from torch import nn
 
 from emotionvision.models import BACKBONES, EmotionClassifier, build_backbone
+from emotionvision.models.losses import CrossEntropy, FocalLoss
 
 NUM_CLASSES = 3
 # input sizes for CPU tests; Inception-V3's auxiliary head needs the full 299 px
@@ -22,7 +23,10 @@ DEFAULT_INPUT_SIZE = 64
 @functools.cache
 def classifier(backbone: str) -> EmotionClassifier:
     """Built once per backbone (Inception-V3 is slow on CPU); tests must not train it."""
-    return EmotionClassifier(backbone, ["a", "b", "c"], input_size=input_size(backbone), aux_weight=0.4)
+    loss = CrossEntropy(class_weighted=True)
+    return EmotionClassifier(
+        backbone, ["a", "b", "c"], input_size=input_size(backbone), aux_weight=0.4, loss=loss
+    )
 
 
 def input_size(backbone: str) -> int:
@@ -44,22 +48,22 @@ def test_every_backbone_heads_and_training_loss(name: str) -> None:
     for head in BACKBONES[name].heads:
         layer = module.model.get_submodule(head)
         assert isinstance(layer, nn.Linear) and layer.out_features == NUM_CLASSES, head
-    module.class_weights.copy_(torch.tensor([0.5, 1.0, 1.5]))  # as weighted_ce sets them
+    module.loss.set_class_weights(torch.tensor([0.5, 1.0, 1.5]))  # as setup sets them for weighted_ce
     outputs = capture_outputs(module.model)
     size = input_size(name)
     images, targets = torch.rand(2, 3, size, size), torch.tensor([0, 2])
     module.train()
     with torch.no_grad():
-        loss = module.training_step((images, targets), 0)
+        loss = module.training_step((images, targets, torch.arange(2)), 0)
     heads = outputs[-1] if isinstance(outputs[-1], tuple) else (outputs[-1],)
     assert len(heads) == len(BACKBONES[name].heads)  # in training every head answers
     for logits in heads:
         assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
-    losses = [F.cross_entropy(logits, targets, weight=module.class_weights) for logits in heads]
+    weights = torch.tensor([0.5, 1.0, 1.5])
+    losses = [F.cross_entropy(logits, targets, weight=weights) for logits in heads]
     torch.testing.assert_close(loss, losses[0] + 0.4 * sum(losses[1:], torch.tensor(0.0)))
     if len(losses) > 1:
         assert not torch.allclose(loss, losses[0])  # the aux loss really counts
-    module.class_weights.fill_(1.0)
 
 
 def test_inception_eval_returns_main_logits_only() -> None:
@@ -68,7 +72,7 @@ def test_inception_eval_returns_main_logits_only() -> None:
     images, targets = torch.rand(3, 3, 75, 75), torch.tensor([0, 1, 2])  # no aux head: 75 px will do
     with torch.no_grad():
         logits = module(images)
-        module.validation_step((images, targets), 0)
+        module.validation_step((images, targets, torch.arange(3)), 0)
     assert isinstance(logits, torch.Tensor) and logits.shape == (3, NUM_CLASSES)
     computed = module.metrics["val_metrics"].compute()
     module.metrics["val_metrics"].reset()
@@ -79,18 +83,17 @@ def test_inception_eval_returns_main_logits_only() -> None:
 def test_resnet_losses_match_cross_entropy_by_hand() -> None:
     torch.manual_seed(0)
     images, targets = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 2])
-    weighted = EmotionClassifier("resnet18", ["a", "b", "c"], input_size=32)
-    weighted.class_weights.copy_(torch.tensor([2.0, 1.0, 0.5]))
+    weights = torch.tensor([2.0, 1.0, 0.5])
+    weighted = EmotionClassifier("resnet18", ["a", "b", "c"], input_size=32, loss=CrossEntropy(True))
+    weighted.loss.set_class_weights(weights)
     weighted.eval()  # batch norm on running statistics: the same logits on every call
     logits = weighted(images)
     with torch.no_grad():
-        loss = weighted.training_step((images, targets), 0)
-    torch.testing.assert_close(loss, F.cross_entropy(logits, targets, weight=weighted.class_weights))
+        loss = weighted.training_step((images, targets, torch.arange(4)), 0)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, targets, weight=weights))
 
-    plain = EmotionClassifier(
-        "resnet18", ["a", "b", "c"], loss={"class_weighted": False, "label_smoothing": 0.1}
-    )
-    plain.class_weights.copy_(torch.tensor([2.0, 1.0, 0.5]))  # ignored: class_weighted is false
+    plain = EmotionClassifier("resnet18", ["a", "b", "c"], loss=CrossEntropy(False, label_smoothing=0.1))
+    plain.loss.set_class_weights(weights)  # ignored: class_weighted is false
     plain.eval()
     logits = plain(images)
     expected = F.cross_entropy(logits, targets, label_smoothing=0.1)
@@ -172,8 +175,39 @@ def test_configure_optimizers_with_and_without_scheduler() -> None:
     assert set(config) == {"optimizer"}
     assert config["optimizer"].param_groups[0]["lr"] == 0.01
     scheduler = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max")
-    module = EmotionClassifier("resnet18", ["a", "b"], optimizer=optimizer, scheduler=scheduler)
+    module = EmotionClassifier(
+        "resnet18", ["a", "b"], monitor="val/acc", optimizer=optimizer, scheduler=scheduler
+    )
     config = module.configure_optimizers()
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
-    assert config["lr_scheduler"]["monitor"] == "val/macro_f1"
+    assert config["lr_scheduler"]["monitor"] == "val/acc"
     assert config["lr_scheduler"]["scheduler"].optimizer is config["optimizer"]
+
+
+def test_focal_loss_matches_a_hand_computation() -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 1.5, 0.0]])
+    targets = torch.tensor([0, 2, 1])
+    weights = torch.tensor([2.0, 1.0, 0.5])
+    probabilities = logits.softmax(dim=1)
+    total, weight_sum = 0.0, 0.0
+    for row, target in zip(probabilities.tolist(), targets.tolist(), strict=True):
+        p_true = row[target]
+        total += weights[target].item() * (1 - p_true) ** 2 * -torch.log(torch.tensor(p_true)).item()
+        weight_sum += weights[target].item()
+    focal = FocalLoss(gamma=2.0, class_weighted=True)
+    focal.set_class_weights(weights)
+    torch.testing.assert_close(focal(logits, targets), torch.tensor(total / weight_sum))
+    # gamma 0 is weighted cross-entropy; confident right answers count less as gamma grows
+    plain = FocalLoss(gamma=0.0, class_weighted=True)
+    plain.set_class_weights(weights)
+    torch.testing.assert_close(plain(logits, targets), F.cross_entropy(logits, targets, weight=weights))
+    assert FocalLoss(gamma=5.0)(logits, targets) < FocalLoss(gamma=1.0)(logits, targets)
+    with pytest.raises(ValueError, match=r"loss\.gamma"):
+        FocalLoss(gamma=-1.0)
+
+
+def test_loss_state_stays_out_of_the_checkpoint() -> None:
+    module = EmotionClassifier("resnet18", ["a", "b"], loss=FocalLoss(class_weighted=True))
+    module.loss.set_class_weights(torch.tensor([1.0, 3.0]))
+    assert not any(key.startswith("loss.") for key in module.state_dict())
+    assert "loss" not in module.hparams

@@ -15,7 +15,8 @@ from PIL import Image
 from emotionvision import EmotionClassifier, Predictor, predict
 from emotionvision.data.cache import DecodeCache
 from emotionvision.data.images import SkipReport
-from emotionvision.models.checkpoint import UnsafeCheckpointError, load_classifier
+from emotionvision.models.checkpoint import UnsafeCheckpointError
+from emotionvision.models.classifier import load_classifier
 
 CLASSES = ["anger", "happy", "sad"]
 SIZE = 32
@@ -75,10 +76,11 @@ def test_preprocessing_is_exactly_trainings(checkpoint: Path, odd_folder: Path) 
 
 def test_tta_averages_the_mirrored_image(checkpoint: Path) -> None:
     model = load_classifier(checkpoint)
-    pixels = torch.randint(0, 256, (3, 3, SIZE, SIZE), dtype=torch.uint8)
-    plain = predict.predict_probabilities(model, pixels)
-    mirrored = predict.predict_probabilities(model, pixels.flip(-1))
-    augmented = predict.predict_probabilities(model, pixels, batch_size=2, tta=True)
+    images = torch.rand(3, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        plain = model.probabilities(images)
+        mirrored = model.probabilities(images.flip(-1))
+        augmented = model.probabilities(images, tta=True)
     assert not torch.allclose(plain, mirrored)  # an untrained net is not mirror-symmetric
     assert torch.allclose(augmented, (plain + mirrored) / 2, atol=1e-6)
 

@@ -7,12 +7,7 @@ import pytest
 import torch
 from sklearn import metrics as sk
 
-from emotionvision.reporting.metrics import (
-    CALIBRATION_BINS,
-    build_report_metrics,
-    calibration_bins,
-    report_results,
-)
+from emotionvision.reporting.metrics import CALIBRATION_BINS, calibration_bins, report_results
 from emotionvision.reporting.report import classification_report_text
 
 CLASSES = ["anger", "happy", "pain", "sad"]
@@ -31,9 +26,7 @@ def predictions() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def results(predictions: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
     probabilities, targets = map(torch.from_numpy, predictions)
-    collection = build_report_metrics(len(CLASSES))
-    collection.update(probabilities, targets)
-    return report_results(collection.compute(), CLASSES, probabilities, targets)
+    return report_results(probabilities, targets, CLASSES)
 
 
 def test_summary_metrics_match_sklearn(predictions, results) -> None:

@@ -13,7 +13,7 @@ from emotionvision.train import train
 
 TINY = [
     "data=folder",
-    "data.image_size=32",
+    "model.input_size=32",
     "data.num_workers=0",
     "logger=csv",
     "++trainer.enable_model_summary=false",

@@ -66,7 +66,7 @@ def test_real_files_load_split_and_group(subset: dict, tmp_path: Path, caplog) -
     assert listed == set(files)  # every real file decoded, the unusual ones included
     assert "Skipped files" not in caplog.text
     for dataset in datamodule.datasets.values():
-        image, _ = dataset[0]
+        image, _, _ = dataset[0]
         assert image.shape == (3, 32, 32) and image.min() >= 0 and image.max() <= 1
     rows = {Path(path).relative_to(root).as_posix(): row for path, *row in datamodule.manifest}
     fear, sad = rows[f"fear/{CONFLICT['fear']}"], rows[f"sad/{CONFLICT['sad']}"]
@@ -93,7 +93,7 @@ def test_one_epoch_on_the_real_subset_writes_metrics(subset: dict, compose_train
         [
             "data=six_emotions",
             f"data.root={subset['root']}",
-            "data.image_size=32",
+            "model.input_size=32",
             "data.num_workers=0",
             "data.batch_size=16",
             f"data.cache_dir={tmp_path / 'cache'}",

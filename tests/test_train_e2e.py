@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 BIN = Path(sys.executable).parent
 TINY_RUN = [
     "data=folder",
-    "data.image_size=32",
+    "model.input_size=32",
     "trainer.max_epochs=2",
     "data.num_workers=0",
     "data.batch_size=8",
@@ -66,7 +67,7 @@ def scalars_and_plugins(run_dir: Path) -> tuple[dict[str, list[float]], set[str]
 
 def test_run_directory_layout(first_run: Path) -> None:
     config = (first_run / ".hydra" / "config.yaml").read_text()
-    assert "image_size: 32" in config and "max_epochs: 2" in config
+    assert "input_size: 32" in config and "max_epochs: 2" in config
     header, *rows = (first_run / "split.csv").read_text().splitlines()
     assert header == "path,label,split,group"
     assert len(rows) == 36
@@ -96,7 +97,9 @@ def test_tensorboard_scalars_images_and_hparams(first_run: Path) -> None:
     assert len(scalars["val/macro_f1"]) == 2  # once per epoch
     for tag in ("val/loss", "val/acc", "val/auroc", "train/loss", "val/recall/happy"):
         assert tag in scalars, tag
-    assert "test/acc" in scalars
+    assert len(scalars["test/acc"]) == 1  # logged once, by trainer.test (not again at step 0)
+    hparams_file = yaml.safe_load((first_run / "tensorboard" / "hparams.yaml").read_text())
+    assert hparams_file["model/backbone"] == "resnet18" and hparams_file["monitor/metric"] == "val/macro_f1"
     assert "val/confusion_matrix" in images
     assert "_hparams_/session_start_info" in hparams
     session = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
@@ -149,7 +152,7 @@ def test_inception_v3_end_to_end(tmp_path: Path, make_tree) -> None:
         f"data.root={root}",
         "data=folder",
         "model=inception_v3",
-        "data.image_size=299",  # the auxiliary head needs 299 px
+        "model.input_size=299",  # the auxiliary head needs 299 px
         "data.num_workers=0",
         "data.batch_size=2",
         "data.split_ratios=[0.5,0.25,0.25]",

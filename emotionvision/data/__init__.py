@@ -1,5 +1,5 @@
 """Data: folder scanning, decode cache, duplicate-aware splits and the LightningDataModule."""
 
-from emotionvision.data.datamodule import EmotionDataModule, demo_datamodule
+from emotionvision.data.datamodule import EmotionDataModule
 
-__all__ = ["EmotionDataModule", "demo_datamodule"]
+__all__ = ["EmotionDataModule"]

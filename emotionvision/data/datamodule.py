@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache, DecodedImage
-from emotionvision.data.demo import generate_demo_dataset
+from emotionvision.data.dataset import ImageTensorDataset
 from emotionvision.data.duplicates import conflicting_groups, duplicate_groups
 from emotionvision.data.images import SkipReport, list_class_files
 from emotionvision.data.split import (
@@ -27,27 +27,6 @@ from emotionvision.data.split import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class ImageTensorDataset(Dataset):
-    """Cached uint8 images with labels; `transform` runs on the uint8 tensor, output is float."""
-
-    def __init__(
-        self, images: list[DecodedImage], labels: list[int], transform: v2.Transform | None = None
-    ) -> None:
-        self.images = images
-        self.labels = labels
-        self.transform = transform
-        self.to_float = v2.ToDtype(torch.float32, scale=True)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        pixels = self.images[index].pixels
-        if self.transform is not None:
-            pixels = self.transform(pixels)
-        return self.to_float(pixels), self.labels[index]
 
 
 def find_class_names(root: Path, classes: list[str] | None) -> list[str]:
@@ -144,7 +123,7 @@ class EmotionDataModule(pl.LightningDataModule):
             for path, label, split, group in zip(kept_paths, label_array, splits, groups, strict=True)
         ]
         self._write_manifest()
-        self._build_datasets(images, label_array, splits)
+        self._build_datasets(images, kept_paths, label_array, splits)
 
     def _list_images(self, report: SkipReport) -> tuple[list[Path], list[int], list[str | None]]:
         """Candidate files with labels and predefined split names (from folders or split_file)."""
@@ -231,7 +210,9 @@ class EmotionDataModule(pl.LightningDataModule):
             write_manifest(self.manifest_path, self.manifest)
             log.info("Split manifest written to %s", self.manifest_path)
 
-    def _build_datasets(self, images: list[DecodedImage], labels: np.ndarray, splits: np.ndarray) -> None:
+    def _build_datasets(
+        self, images: list[DecodedImage], paths: list[Path], labels: np.ndarray, splits: np.ndarray
+    ) -> None:
         for split in SPLITS:
             members = np.flatnonzero(splits == split)
             split_labels = labels[members]
@@ -239,7 +220,7 @@ class EmotionDataModule(pl.LightningDataModule):
                 split_labels = np.random.default_rng(self.train_label_shuffle_seed).permutation(split_labels)
             transform = self.augmentation if split == "train" else None
             self.datasets[split] = ImageTensorDataset(
-                [images[i] for i in members], split_labels.tolist(), transform
+                [images[i] for i in members], split_labels.tolist(), [paths[i] for i in members], transform
             )
         sizes = {split: len(dataset) for split, dataset in self.datasets.items()}
         log.info("Split sizes: %s (classes: %s)", sizes, self.class_names)
@@ -275,9 +256,3 @@ class EmotionDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-
-def demo_datamodule(root: str | Path, **kwargs) -> EmotionDataModule:
-    """The datamodule over the drawn-faces demo set, generated into `root` on first use."""
-    generate_demo_dataset(root)
-    return EmotionDataModule(root, **kwargs)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from emotionvision.data.datamodule import EmotionDataModule
+
 log = logging.getLogger(__name__)
 
 EMOTIONS = ("anger", "disgust", "fear", "happy", "pain", "sad")
@@ -325,3 +327,9 @@ def _complete(root: Path, settings: dict[str, int]) -> bool:
     if json.loads(marker.read_text()) != settings:
         log.warning("Keeping the demo set in %s, generated with other settings", root)
     return True
+
+
+def demo_datamodule(root: str | Path, **kwargs) -> EmotionDataModule:
+    """The datamodule over the drawn-faces demo set (`data=demo`), generated into `root` on first use."""
+    generate_demo_dataset(root)
+    return EmotionDataModule(root, **kwargs)

@@ -3,33 +3,29 @@
 from __future__ import annotations
 
 import numpy as np
-
-
-def _find(parent: np.ndarray, i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 
 def duplicate_groups(hashes: np.ndarray, max_bits: int, chunk: int = 2048) -> np.ndarray:
     """Group ids (0..G-1, in order of first member) joining images whose hashes differ in at most
     `max_bits` bits, transitively. `hashes` is a boolean array (N, bits)."""
     n = len(hashes)
-    parent = np.arange(n)
     signed = np.where(hashes, 1.0, -1.0).astype(np.float32)
     bits = hashes.shape[1]
+    rows, cols = [], []
     for start in range(0, n, chunk):
         # Hamming distance = (bits - dot(+-1 vectors)) / 2
         distance = (bits - signed[start : start + chunk] @ signed.T) / 2
-        rows, cols = np.nonzero(distance <= max_bits)
-        for row, col in zip(rows + start, cols, strict=True):
-            if row < col:
-                parent[_find(parent, row)] = _find(parent, col)
-    roots = np.array([_find(parent, i) for i in range(n)])
-    _, group_ids = np.unique(roots, return_inverse=True)
-    first_seen = {g: k for k, g in enumerate(dict.fromkeys(group_ids.tolist()))}
-    return np.array([first_seen[g] for g in group_ids.tolist()], dtype=np.int64)
+        close_rows, close_cols = np.nonzero(distance <= max_bits)
+        rows.append(close_rows + start)
+        cols.append(close_cols)
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(row), dtype=np.int8), (row, col)), shape=(n, n))
+    _, components = connected_components(graph, directed=False)
+    _, first_member, group_ids = np.unique(components, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first_member))  # groups numbered in order of their first member
+    return rank[group_ids].astype(np.int64)
 
 
 def conflicting_groups(groups: np.ndarray, labels: np.ndarray) -> list[int]:

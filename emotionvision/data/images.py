@@ -32,7 +32,7 @@ class SkipReport:
     def add(self, reason: str, path: Path) -> None:
         self.skipped.setdefault(reason, []).append(path)
 
-    def log_summary(self, root: Path) -> None:
+    def log_summary(self, root: Path | str) -> None:
         """Log the counts, and every unreadable image by path."""
         counts = {reason: len(paths) for reason, paths in self.skipped.items()}
         if counts:

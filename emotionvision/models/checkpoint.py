@@ -1,13 +1,18 @@
-"""Loading checkpoints safely: tensors and plain data only, never arbitrary pickled objects."""
+"""Reading checkpoints safely (tensors and plain data only, never arbitrary pickled objects), and
+transfer: starting a model from the backbone and matching class rows of a checkpoint."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from emotionvision.models.classifier import EmotionClassifier
+from emotionvision.models.backbones import BACKBONES
+
+log = logging.getLogger(__name__)
 
 
 class UnsafeCheckpointError(ValueError):
@@ -32,19 +37,38 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a PyTorch checkpoint ({error!r}).") from error
 
 
-def load_classifier(path: str | Path) -> EmotionClassifier:
-    """The trained classifier of a Lightning checkpoint, in eval mode on the CPU.
-
-    Class names, input size and normalisation come from the checkpoint's hyperparameters; the
-    backbone is built without downloading or reading ImageNet weights (the state dict replaces them).
-    """
+def transfer_weights(
+    model: nn.Module, backbone: str, class_names: list[str], path: str | Path, class_map: dict | None = None
+) -> None:
+    """Load the backbone weights of the EmotionVision checkpoint `path` into `model` (a registered
+    `backbone` with heads for `class_names`). Head rows carry over for the checkpoint's classes
+    that are also ours, after renaming them by `class_map` ({checkpoint class: our class}); the
+    other rows keep their fresh initialisation."""
     checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {})
     if "state_dict" not in checkpoint or "class_names" not in hparams:
+        raise ValueError(f"model.init_from {path} is not a checkpoint written by emotionvision-train.")
+    if hparams.get("backbone") != backbone:
         raise ValueError(
-            f"{path} is not an EmotionClassifier checkpoint (no state_dict or no class_names in "
-            "hyper_parameters): pass a .ckpt file from a run's checkpoints/ folder."
+            f"model.init_from {path} holds a {hparams.get('backbone')} backbone but this model is a "
+            f"{backbone}: set model={hparams.get('backbone')} (or start from a {backbone} checkpoint)."
         )
-    model = EmotionClassifier(**(hparams | {"pretrained": False, "weights_path": None}))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    source = {key[6:]: value for key, value in checkpoint["state_dict"].items() if key.startswith("model.")}
+    heads = BACKBONES[backbone].heads
+    body = {key: value for key, value in source.items() if key.rpartition(".")[0] not in heads}
+    result = model.load_state_dict(body, strict=False)
+    unexpected_missing = [key for key in result.missing_keys if key.rpartition(".")[0] not in heads]
+    if unexpected_missing or result.unexpected_keys:
+        raise ValueError(f"model.init_from {path} does not fit {backbone}: {result}")
+    renamed = [(class_map or {}).get(name, name) for name in hparams["class_names"]]
+    shared = [(renamed.index(name), class_names.index(name)) for name in class_names if name in renamed]
+    with torch.no_grad():
+        for head in heads:
+            layer: nn.Linear = model.get_submodule(head)
+            for source_row, target_row in shared:
+                layer.weight[target_row] = source[f"{head}.weight"][source_row]
+                layer.bias[target_row] = source[f"{head}.bias"][source_row]
+    log.info(
+        "Initialised %s from %s; head rows carried over for %s",
+        backbone, path, [class_names[row] for _, row in shared] or "no class",
+    )  # fmt: skip

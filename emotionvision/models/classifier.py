@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanMetric
 
-from emotionvision.models.backbones import build_backbone
+from emotionvision.models.backbones import BACKBONES, build_backbone
+from emotionvision.models.checkpoint import read_checkpoint, transfer_weights
+from emotionvision.models.losses import CrossEntropy
+from emotionvision.models.metrics import build_metrics, named_scalars
 from emotionvision.reporting.figures import confusion_matrix_figure
-from emotionvision.reporting.metrics import build_metrics, scalar_results
 
 STAGES = ("train", "val", "test")
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, targets, dataset indices
 
 
 class EmotionClassifier(pl.LightningModule):
-    """Backbone + normalisation + weighted cross-entropy + torchmetrics for each stage.
+    """Backbone + normalisation + loss + the torchmetrics of each stage.
 
     Input: float images in [0, 1]; normalisation (`mean`, `std`) happens inside, so a checkpoint
     carries its own preprocessing together with `class_names` and `input_size`.
     An auxiliary head (Inception-V3) adds `aux_weight` x its loss in training only.
+    `test_step` and `predict_step` return class probabilities: the one inference path of test,
+    evaluation and prediction. `monitor` is the metric a plateau scheduler follows. `init_from`
+    starts the network from an EmotionVision checkpoint (see `transfer_weights`).
     """
 
     def __init__(
@@ -36,19 +42,26 @@ class EmotionClassifier(pl.LightningModule):
         aux_weight: float = 0.0,
         mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
         std: tuple[float, float, float] = (0.229, 0.224, 0.225),
-        loss: dict | None = None,
+        channels_last: bool = False,
+        init_from: str | None = None,
+        init_class_map: dict[str, str] | None = None,
+        monitor: str = "val/loss",
+        loss: nn.Module | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
     ) -> None:
         super().__init__()
-        # optimizer/scheduler are partials: kept out of the checkpoint (loads with weights_only)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        # the loss module and the optimizer/scheduler partials stay out of the checkpoint (weights_only)
+        self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler"], logger=False)
         self.class_names = list(class_names)
         self.model = build_backbone(backbone, len(class_names), pretrained, weights_path, input_size)
+        if init_from:
+            transfer_weights(self.model, backbone, self.class_names, init_from, init_class_map)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-        self.register_buffer("class_weights", torch.ones(len(class_names)))
-        self.loss_options = dict(loss or {"class_weighted": True, "label_smoothing": 0.0})
+        self.loss = loss if loss is not None else CrossEntropy()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         # keyed "<stage>_metrics": a ModuleDict key may not shadow Module.train
@@ -56,46 +69,72 @@ class EmotionClassifier(pl.LightningModule):
             {f"{stage}_metrics": build_metrics(len(class_names)) for stage in STAGES}
         )
         self.mean_losses = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
-        self.results: dict[str, dict[str, float]] = {}
-        self.confusion: dict[str, list[list[int]]] = {}
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and self.loss_options["class_weighted"] and datamodule is not None:
-            self.class_weights.copy_(datamodule.class_weights)
+        if datamodule is None:
+            return
+        if datamodule.image_size != self.hparams.input_size:
+            raise ValueError(
+                f"The data are {datamodule.image_size} px but the model takes {self.hparams.input_size} px: "
+                "set the size once with model.input_size=N (data.image_size follows it)."
+            )
+        if stage == "fit" and isinstance(self.loss, CrossEntropy):
+            self.loss.set_class_weights(datamodule.class_weights)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        return self.model((images - self.mean) / self.std)
-
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        weight = self.class_weights if self.loss_options["class_weighted"] else None
-        return F.cross_entropy(
-            logits, targets, weight=weight, label_smoothing=self.loss_options["label_smoothing"]
+    @property
+    def backbone(self) -> nn.ModuleList:
+        """The network's layers without its class heads (what the finetuning callbacks freeze)."""
+        heads = set(BACKBONES[self.hparams.backbone].heads)
+        return nn.ModuleList(
+            module
+            for name, module in self.model.named_modules()
+            if name not in heads and not any(module.children())
         )
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, targets = batch
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        normalised = ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return self.model(normalised)
+
+    def probabilities(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Class probabilities of float images in [0, 1]; `tta` averages them with the mirror images'."""
+        probabilities = self(images).softmax(dim=1)
+        if tta:
+            probabilities = (probabilities + self(images.flip(-1)).softmax(dim=1)) / 2
+        return probabilities
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        images, targets, _ = batch
         outputs = self(images)
         logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
         loss = self.loss(logits, targets)
         if aux_logits is not None:
             loss = loss + self.hparams.aux_weight * self.loss(aux_logits, targets)
-        self._update("train", logits, targets, loss)
+        self._update("train", logits.detach().softmax(dim=1), targets, loss)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate("val", batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate("test", batch)
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The batch's probabilities, targets and dataset indices, for the report callbacks."""
+        return self._evaluate("test", batch)
 
-    def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        images, targets = batch
+    def predict_step(self, batch: torch.Tensor | Batch, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, tuple | list) else batch
+        return self.probabilities(images)
+
+    def _evaluate(self, stage: str, batch: Batch) -> dict[str, torch.Tensor]:
+        images, targets, indices = batch
         logits = self(images)
-        self._update(stage, logits, targets, self.loss(logits, targets))
+        probabilities = logits.softmax(dim=1)
+        self._update(stage, probabilities, targets, self.loss(logits, targets))
+        return {"probabilities": probabilities, "targets": targets, "indices": indices}
 
-    def _update(self, stage: str, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
-        self.metrics[f"{stage}_metrics"].update(logits.detach().softmax(dim=1), targets)
+    def _update(
+        self, stage: str, probabilities: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+    ) -> None:
+        self.metrics[f"{stage}_metrics"].update(probabilities, targets)
         self.mean_losses[f"{stage}_loss"].update(loss.detach(), weight=len(targets))
 
     def on_train_epoch_end(self) -> None:
@@ -119,30 +158,43 @@ class EmotionClassifier(pl.LightningModule):
         self.metrics[f"{stage}_metrics"].reset()
         self.mean_losses[f"{stage}_loss"].reset()
         self.log(f"{stage}/loss", mean_loss, prog_bar=True)
-        results = scalar_results(computed, self.class_names)
-        self.results[stage] = results
-        self.confusion[stage] = computed["confusion_matrix"].tolist()
+        results = named_scalars(computed, self.class_names)
         self.log_dict({f"{stage}/{name}": value for name, value in results.items()}, sync_dist=False)
-        if stage != "train" and not self.trainer.sanity_checking:
-            self._log_confusion_figure(stage)
+        if stage == "val" and not self.trainer.sanity_checking:
+            self._log_confusion_figure(stage, computed["confusion_matrix"].cpu().numpy())
 
-    def _log_confusion_figure(self, stage: str) -> None:
+    def _log_confusion_figure(self, stage: str, matrix) -> None:
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger) and self.trainer.is_global_zero:
                 title = f"{stage} confusion matrix, epoch {self.current_epoch}"
-                figure = confusion_matrix_figure(self.confusion[stage], self.class_names, title)
+                figure = confusion_matrix_figure(matrix, self.class_names, title)
                 logger.experiment.add_figure(f"{stage}/confusion_matrix", figure, self.current_epoch)
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(self.parameters())
+        # a frozen backbone (finetune=linear_probe|gradual) joins the optimizer when it is unfrozen
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if not self.scheduler_factory:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": "epoch",
-                "monitor": "val/macro_f1",
-            },
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.hparams.monitor},
         }
+
+
+def load_classifier(path: str | Path) -> EmotionClassifier:
+    """The trained classifier of a Lightning checkpoint, in eval mode on the CPU.
+
+    Class names, input size and normalisation come from the checkpoint's hyperparameters; the
+    backbone is built without downloading or reading ImageNet weights (the state dict replaces them).
+    """
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "state_dict" not in checkpoint or "class_names" not in hparams:
+        raise ValueError(
+            f"{path} is not an EmotionClassifier checkpoint (no state_dict or no class_names in "
+            "hyper_parameters): pass a .ckpt file from a run's checkpoints/ folder."
+        )
+    model = EmotionClassifier(**(hparams | {"pretrained": False, "weights_path": None, "init_from": None}))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

@@ -79,13 +79,12 @@ def roc_figure(
 def reliability_figure(
     bin_accuracy: np.ndarray, bin_confidence: np.ndarray, bin_share: np.ndarray, ece: float, title: str
 ) -> Figure:
-    """Reliability diagram of torchmetrics' calibration bins: accuracy per confidence bin against
-    the diagonal of perfect calibration, each bin's mean confidence as a dot, and the share of
-    samples per bin below. The last bin (a narrow bar at 1) holds confidences of exactly 1."""
-    num_bins = len(bin_share) - 1
+    """Reliability diagram of the calibration bins: accuracy per confidence bin against the diagonal
+    of perfect calibration, each bin's mean confidence as a dot, and the share of samples per bin below."""
+    num_bins = len(bin_share)
     edges = np.linspace(0, 1, num_bins + 1)
-    centres = np.append((edges[:-1] + edges[1:]) / 2, 1.0)
-    widths = np.append(np.full(num_bins, 1 / num_bins), 0.3 / num_bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    widths = np.full(num_bins, 1 / num_bins)
     used = bin_share > 0
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(6, 7), sharex=True, height_ratios=[3, 1], layout="constrained"
@@ -106,18 +105,22 @@ def reliability_figure(
     return figure
 
 
-def learning_curves_figure(curves: dict[str, dict[int, float]], best_epoch: int, title: str) -> Figure:
-    """Training vs validation loss and macro-F1 per epoch (`curves` keyed by TensorBoard tag,
-    e.g. 'train/loss', mapping epoch -> value), the best epoch marked by a dashed line."""
-    figure, panels = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-    for axes, metric, label in zip(panels, ("loss", "macro_f1"), ("loss", "macro-F1"), strict=True):
+def learning_curves_figure(
+    curves: dict[str, dict[int, float]], quantities: list[str], best_epoch: int, title: str
+) -> Figure:
+    """Training vs validation curves per epoch of each quantity (e.g. 'loss', 'macro_f1'; `curves`
+    keyed by logged name, e.g. 'train/loss', mapping epoch -> value), the best epoch marked."""
+    figure, panels = plt.subplots(
+        1, len(quantities), figsize=(5.5 * len(quantities), 4.5), layout="constrained", squeeze=False
+    )
+    for axes, quantity in zip(panels[0], quantities, strict=True):
         for stage in ("train", "val"):
-            points = curves.get(f"{stage}/{metric}", {})
+            points = curves.get(f"{stage}/{quantity}", {})
             axes.plot(list(points), list(points.values()), marker="o", label=stage)
         axes.axvline(best_epoch, linestyle="--", color="grey", label=f"best epoch ({best_epoch})")
         axes.set_xlabel("epoch")
-        axes.set_ylabel(label)
-        axes.set_title(label)
+        axes.set_ylabel(quantity)
+        axes.set_title(quantity)
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.legend()
     figure.suptitle(title)

@@ -1,103 +1,108 @@
-"""A training run's history: per-epoch curves from its TensorBoard logs, early stopping from
-its last checkpoint, and the overfitting diagnostics drawn from both."""
+"""A training run's history (history.csv: one row per epoch) and the overfitting diagnostics drawn from it."""
 
 from __future__ import annotations
 
-import logging
+import csv
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from emotionvision.models.checkpoint import read_checkpoint
-
-log = logging.getLogger(__name__)
-# the event reader logs each event file it opens at INFO
-logging.getLogger("tensorboard").setLevel(logging.WARNING)
-
-CURVE_TAGS = ("train/loss", "val/loss", "train/macro_f1", "val/macro_f1")
+Curves = dict[str, dict[int, float]]  # column -> {epoch: value}
 
 
-def read_epoch_curves(tensorboard_dir: Path) -> dict[str, dict[int, float]]:
-    """{tag: {epoch: value}} of the CURVE_TAGS scalars; Lightning logs 'epoch' at the step of each
-    epoch's metrics, which maps steps to epochs. Tags not logged are left out."""
-    events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    logged = set(events.Tags()["scalars"])
-    if "epoch" not in logged:
-        return {}
-    epoch_of_step = {event.step: int(event.value) for event in events.Scalars("epoch")}
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    """history.csv: `epoch`, `time` (seconds since fit start at the epoch's end), then every logged
+    epoch-level value in sorted order; a value missing in an epoch is left empty. Written atomically."""
+    columns = ["epoch", "time", *sorted({key for row in rows for key in row} - {"epoch", "time"})]
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    temporary.replace(path)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The rows of a history.csv ([] where there is none), numbers as floats, empty cells left out."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [
+            {key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)
+        ]
+
+
+def curves_of(rows: list[dict[str, float]]) -> Curves:
+    """{column: {epoch: value}} of the history rows."""
+    curves: Curves = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "epoch":
+                curves.setdefault(key, {})[int(row["epoch"])] = value
+    return curves
+
+
+def metric_pair(monitor: str) -> tuple[str, str]:
+    """Training and validation names of the monitored quantity: 'val/acc' -> ('train/acc', 'val/acc')."""
+    quantity = monitor.split("/", 1)[-1]
+    return f"train/{quantity}", f"val/{quantity}"
+
+
+def overfitting_summary(curves: Curves, monitor: str, mode: str, stopped_epoch: int | None) -> dict:
+    """Train-vs-validation gaps of the loss and the monitored quantity at the best epoch (best
+    `monitor` value, the first one on ties, as ModelCheckpoint keeps it) and the last epoch, and
+    whether early stopping fired (`stopped_epoch` 0: it did not; None: unknown). Gaps are positive
+    when training looks better."""
+    monitored = curves[monitor]
+    sign = 1 if mode == "max" else -1
+    best_epoch = max(monitored, key=lambda epoch: (sign * monitored[epoch], -epoch))
+    last_epoch = max(monitored)
     return {
-        tag: {epoch_of_step[e.step]: e.value for e in events.Scalars(tag) if e.step in epoch_of_step}
-        for tag in CURVE_TAGS
-        if tag in logged
-    }
-
-
-def early_stopping_state(run_dir: Path) -> dict | None:
-    """The EarlyStopping callback's state saved in `run_dir`/checkpoints/last.ckpt, or None."""
-    last_checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if not last_checkpoint.is_file():
-        return None
-    callbacks = read_checkpoint(last_checkpoint).get("callbacks", {})
-    return next((state for name, state in callbacks.items() if name.startswith("EarlyStopping")), None)
-
-
-def overfitting_summary(curves: dict[str, dict[int, float]], early_stopping: dict | None) -> dict:
-    """Train-vs-validation gaps at the best and the last epoch, the best epoch (highest
-    val/macro_f1, the first one on ties, as ModelCheckpoint keeps it) and whether early stopping
-    fired. Gaps are positive when training looks better: val - train loss, train - val macro-F1."""
-    val_f1 = curves["val/macro_f1"]
-    best_epoch = max(val_f1, key=lambda epoch: (val_f1[epoch], -epoch))
-    last_epoch = max(val_f1)
-    stopped_epoch = int(early_stopping["stopped_epoch"]) if early_stopping else None
-    return {
+        "monitor": monitor,
         "best_epoch": best_epoch,
         "last_epoch": last_epoch,
-        "at_best_epoch": _gaps(curves, best_epoch),
-        "at_last_epoch": _gaps(curves, last_epoch),
-        # None: unknown (no last.ckpt with EarlyStopping state); Lightning leaves stopped_epoch at 0
-        # unless it stopped the run
+        "at_best_epoch": _gaps(curves, best_epoch, monitor, mode),
+        "at_last_epoch": _gaps(curves, last_epoch, monitor, mode),
         "early_stopping_fired": None if stopped_epoch is None else stopped_epoch > 0,
         "early_stopping_epoch": stopped_epoch or None,
     }
 
 
-def _gaps(curves: dict[str, dict[int, float]], epoch: int) -> dict[str, float | None]:
-    values = {tag.replace("/", "_"): curves.get(tag, {}).get(epoch) for tag in CURVE_TAGS}
-    return values | {
-        "loss_gap": _difference(values["val_loss"], values["train_loss"]),
-        "macro_f1_gap": _difference(values["train_macro_f1"], values["val_macro_f1"]),
-    }
-
-
-def _difference(first: float | None, second: float | None) -> float | None:
-    return None if first is None or second is None else first - second
+def _gaps(curves: Curves, epoch: int, monitor: str, mode: str) -> dict[str, float | None]:
+    gaps: dict[str, float | None] = {}
+    for (train, val), higher_is_better in (
+        (("train/loss", "val/loss"), False),
+        (metric_pair(monitor), mode == "max"),
+    ):
+        values = [curves.get(tag, {}).get(epoch) for tag in (train, val)]
+        gaps[train] = values[0]
+        gaps[val] = values[1]
+        if None not in values:
+            difference = values[0] - values[1]
+            gaps[f"{val.split('/', 1)[1]}_gap"] = difference if higher_is_better else -difference
+    return gaps
 
 
 def overfitting_text(summary: dict) -> str:
     """The overfitting diagnostics in words."""
     lines = [
-        f"Validation macro-F1 peaked at epoch {summary['best_epoch']} (last epoch: {summary['last_epoch']})."
+        f"Validation {summary['monitor']} was best at epoch {summary['best_epoch']} "
+        f"(last epoch: {summary['last_epoch']})."
     ]
-    for key, name in (("at_best_epoch", "best"), ("at_last_epoch", "last")):
-        gaps = summary[key]
-        epoch = summary[f"{name}_epoch"]
-        lines.append(
-            f"At the {name} epoch ({epoch}): loss train {_number(gaps['train_loss'])}, val "
-            f"{_number(gaps['val_loss'])} (gap {_number(gaps['loss_gap'], '+.4f')}); macro-F1 train "
-            f"{_number(gaps['train_macro_f1'])}, val {_number(gaps['val_macro_f1'])} "
-            f"(gap {_number(gaps['macro_f1_gap'], '+.4f')})."
-        )
+    for name in ("best", "last"):
+        gaps = summary[f"at_{name}_epoch"]
+        parts = [f"{tag} {_number(value)}" for tag, value in gaps.items() if "/" in tag]
+        parts += [f"{tag} {_number(value, '+.4f')}" for tag, value in gaps.items() if tag.endswith("_gap")]
+        lines.append(f"At the {name} epoch ({summary[f'{name}_epoch']}): " + ", ".join(parts) + ".")
     fired = summary["early_stopping_fired"]
     if fired is None:
-        lines.append("Early stopping: unknown (no EarlyStopping state in checkpoints/last.ckpt).")
+        lines.append("Early stopping: unknown (no EarlyStopping callback in the run).")
     elif fired:
         lines.append(f"Early stopping fired at epoch {summary['early_stopping_epoch']}.")
     else:
         lines.append("Early stopping did not fire.")
     lines.append(
-        "Gaps: validation minus training loss, training minus validation macro-F1; large positive "
-        "gaps suggest overfitting. Training values are averages over each epoch's (augmented) batches."
+        "Gaps: how much better training looks than validation (loss: validation minus training); "
+        "large positive gaps suggest overfitting. Training values are averages over each epoch's "
+        "(augmented) batches."
     )
     return "\n".join(lines) + "\n"
 

@@ -1,11 +1,13 @@
-"""The evaluation report of a model on labelled images: metrics.json, classification_report.txt,
-predictions.csv, overfitting.txt and figures, written by both emotionvision-train and -eval."""
+"""The evaluation report of class probabilities on labelled images (metrics, classification_report.txt,
+predictions.csv, figures) and a run's training section (overfitting.txt, learning curves): arrays in,
+files out."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +16,6 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from emotionvision.data.cache import DecodeCache
-from emotionvision.data.datamodule import EmotionDataModule
-from emotionvision.data.images import SkipReport
-from emotionvision.models.classifier import EmotionClassifier
-from emotionvision.predict import predict_probabilities
 from emotionvision.reporting.figures import (
     confusion_matrix_pair_figure,
     image_grid_figure,
@@ -27,62 +24,38 @@ from emotionvision.reporting.figures import (
     roc_figure,
     save_png,
 )
-from emotionvision.reporting.history import (
-    early_stopping_state,
-    overfitting_summary,
-    overfitting_text,
-    read_epoch_curves,
-)
-from emotionvision.reporting.metrics import build_report_metrics, calibration_bins, report_results
+from emotionvision.reporting.history import curves_of, metric_pair, overfitting_summary, overfitting_text
+from emotionvision.reporting.metrics import calibration_bins, confusion_matrix, report_results, roc_curves
 
 log = logging.getLogger(__name__)
 
 MISTAKES_SHOWN = 16
 
 
-def write_test_report(model: EmotionClassifier, datamodule: EmotionDataModule, run_dir: Path) -> dict:
-    """`write_report` of the datamodule's test split into the training run directory `run_dir`."""
-    label_of = {name: index for index, name in enumerate(model.class_names)}
-    samples = [
-        (Path(path), label_of[label]) for path, label, split, _ in datamodule.manifest if split == "test"
-    ]
-    return write_report(model, samples, "test", run_dir, run_dir, datamodule.cache_dir, datamodule.batch_size)
-
-
 def write_report(
-    model: EmotionClassifier,
-    samples: list[tuple[Path, int]],
-    split: str,
     output_dir: Path,
-    run_dir: Path,
-    cache_dir: str | Path,
-    batch_size: int = 32,
+    split: str,
+    paths: list[str],
+    targets: torch.Tensor,
+    probabilities: torch.Tensor,
+    class_names: list[str],
+    image_of: Callable[[int], np.ndarray],
 ) -> dict:
-    """Decode `samples` (path, class index) as training does, predict them and write the report
-    into `output_dir`; figures also go to TensorBoard (`output_dir`/tensorboard). Learning curves
-    and overfitting diagnostics come from the training run in `run_dir`. Metrics are named like
-    training's ('<split>/acc', ...); returns what metrics.json holds."""
+    """Write the report of `probabilities` (N x C) for the images `paths` with true classes `targets`
+    into `output_dir` (figures also into its tensorboard/); `image_of(i)` is image i as H x W x 3 uint8.
+    Metrics are named '<split>/acc', ...; returns what metrics.json gets."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    class_names = model.class_names
-    paths, targets, pixels = _decode_samples(samples, cache_dir, model.hparams.input_size)
-    probabilities = predict_probabilities(model, pixels, batch_size)
-    metrics = build_report_metrics(len(class_names))
-    metrics.update(probabilities, targets)
-    computed = metrics.compute()
-    results = report_results(computed, class_names, probabilities, targets)
+    results = report_results(probabilities, targets, class_names)
+    matrix = confusion_matrix(probabilities, targets)
     report = {"split": split, "num_images": len(paths)}
     report |= {f"{split}/{name}": value for name, value in results.items()}
-    report[f"{split}/confusion_matrix"] = computed["confusion_matrix"].tolist()
-
+    report[f"{split}/confusion_matrix"] = matrix.tolist()
     figures = {
         "confusion_matrix": confusion_matrix_pair_figure(
-            computed["confusion_matrix"].numpy(),
-            class_names,
-            f"{split} confusion matrix ({len(paths)} images)",
+            matrix.numpy(), class_names, f"{split} confusion matrix ({len(paths)} images)"
         ),
         "roc_curves": roc_figure(
-            [fpr.numpy() for fpr in computed["roc"][0]],
-            [tpr.numpy() for tpr in computed["roc"][1]],
+            *roc_curves(probabilities, targets),
             [results[f"auroc/{name}"] for name in class_names],
             class_names,
             f"{split} ROC curves, one-vs-rest (macro AUC {results['auroc']:.3f})",
@@ -92,57 +65,38 @@ def write_report(
             results["ece"],
             f"{split} reliability diagram",
         ),
-        "errors": _mistakes_figure(paths, targets, probabilities, pixels, class_names, split),
+        "errors": _mistakes_figure(paths, targets, probabilities, image_of, class_names, split),
     }
-    curves = _training_curves(run_dir)
-    if curves:
-        overfitting = overfitting_summary(curves, early_stopping_state(run_dir))
-        report["overfitting"] = overfitting
-        (output_dir / "overfitting.txt").write_text(overfitting_text(overfitting))
-        title = f"learning curves of {run_dir.name}"
-        figures["learning_curves"] = learning_curves_figure(curves, overfitting["best_epoch"], title)
-
-    (output_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     (output_dir / "classification_report.txt").write_text(classification_report_text(results, class_names))
     _write_predictions(output_dir / "predictions.csv", paths, targets, probabilities, class_names)
-    _save_figures(figures, output_dir, split)
+    save_figures(figures, output_dir, f"report/{split}")
     log.info(
         "%s: acc %.4f, macro-F1 %.4f, ROC-AUC %.4f on %d images; report in %s",
-        split,
-        results["acc"],
-        results["macro_f1"],
-        results["auroc"],
-        len(paths),
-        output_dir,
-    )
+        split, results["acc"], results["macro_f1"], results["auroc"], len(paths), output_dir,
+    )  # fmt: skip
     return report
 
 
-def _decode_samples(
-    samples: list[tuple[Path, int]], cache_dir: str | Path, size: int
-) -> tuple[list[Path], torch.Tensor, torch.Tensor]:
-    """Paths, class indices and uint8 pixels of the decodable samples (through the decode cache)."""
-    skipped = SkipReport()
-    paths, decoded = DecodeCache(cache_dir, size).get_many([path for path, _ in samples], skipped)
-    skipped.log_summary(Path(cache_dir))
-    if not paths:
-        raise ValueError("None of the images to evaluate could be decoded (see the warnings above).")
-    label_of = dict(samples)
-    targets = torch.tensor([label_of[path] for path in paths])
-    return paths, targets, torch.stack([image.pixels for image in decoded])
-
-
-def _training_curves(run_dir: Path) -> dict[str, dict[int, float]]:
-    """Per-epoch curves of the run, or {} (with a warning) when it has no validation logs."""
-    curves = read_epoch_curves(run_dir / "tensorboard") if (run_dir / "tensorboard").is_dir() else {}
-    if "val/macro_f1" not in curves:
-        log.warning(
-            "No val/macro_f1 in TensorBoard logs under %s: no learning curves or overfitting "
-            "diagnostics (set run_dir= to the training run directory).",
-            run_dir / "tensorboard",
-        )
-        return {}
-    return curves
+def write_training_section(
+    output_dir: Path,
+    history: list[dict[str, float]],
+    monitor: str,
+    mode: str,
+    stopped_epoch: int | None,
+    title: str,
+) -> dict | None:
+    """overfitting.txt and learning_curves.png of a run's history rows; returns the overfitting
+    summary, or None (with a warning) when the history has no `monitor` values."""
+    curves = curves_of(history)
+    if monitor not in curves:
+        log.warning("No %s in the run's history.csv: no learning curves or overfitting diagnostics.", monitor)
+        return None
+    summary = overfitting_summary(curves, monitor, mode, stopped_epoch)
+    (output_dir / "overfitting.txt").write_text(overfitting_text(summary))
+    quantities = list(dict.fromkeys(["loss", metric_pair(monitor)[1].split("/", 1)[1]]))
+    figure = learning_curves_figure(curves, quantities, summary["best_epoch"], title)
+    save_figures({"learning_curves": figure}, output_dir, "report")
+    return summary
 
 
 def classification_report_text(results: dict[str, float], class_names: list[str]) -> str:
@@ -154,25 +108,13 @@ def classification_report_text(results: dict[str, float], class_names: list[str]
     for name in class_names:
         scores = (results[f"precision/{name}"], results[f"recall/{name}"], results[f"f1/{name}"])
         rows.append(_row(name, width, *scores, results[f"support/{name}"]))
+    macro = (results["macro_precision"], results["balanced_acc"], results["macro_f1"])
+    weighted = (results["weighted_precision"], results["weighted_recall"], results["weighted_f1"])
     rows += [
         "",
         f"{'accuracy':>{width}} {'':>9} {'':>9} {results['acc']:>9.3f} {total:>9}",
-        _row(
-            "macro avg",
-            width,
-            results["macro_precision"],
-            results["balanced_acc"],
-            results["macro_f1"],
-            total,
-        ),
-        _row(
-            "weighted avg",
-            width,
-            results["weighted_precision"],
-            results["weighted_recall"],
-            results["weighted_f1"],
-            total,
-        ),
+        _row("macro avg", width, *macro, total),
+        _row("weighted avg", width, *weighted, total),
         "",
         f"balanced accuracy {results['balanced_acc']:.4f}",
         f"macro ROC-AUC (one-vs-rest) {results['auroc']:.4f}",
@@ -187,7 +129,7 @@ def _row(name: str, width: int, precision: float, recall: float, f1: float, supp
 
 
 def _write_predictions(
-    path: Path, paths: list[Path], targets: torch.Tensor, probabilities: torch.Tensor, class_names: list[str]
+    path: Path, paths: list[str], targets: torch.Tensor, probabilities: torch.Tensor, class_names: list[str]
 ) -> None:
     """path, true label, predicted label and each class probability, one row per image."""
     predicted = probabilities.argmax(dim=1)
@@ -201,10 +143,10 @@ def _write_predictions(
 
 
 def _mistakes_figure(
-    paths: list[Path],
+    paths: list[str],
     targets: torch.Tensor,
     probabilities: torch.Tensor,
-    pixels: torch.Tensor,
+    image_of: Callable[[int], np.ndarray],
     class_names: list[str],
     split: str,
 ) -> Figure:
@@ -213,23 +155,28 @@ def _mistakes_figure(
     wrong = torch.nonzero(predicted != targets).flatten()
     shown = wrong[confidence[wrong].argsort(descending=True)][:MISTAKES_SHOWN].tolist()
     captions = [
-        f"{paths[i].name}\ntrue {class_names[targets[i]]}\npredicted {class_names[predicted[i]]} "
+        f"{Path(paths[i]).name}\ntrue {class_names[targets[i]]}\npredicted {class_names[predicted[i]]} "
         f"({confidence[i]:.2f})"
         for i in shown
     ]
-    images = [pixels[i].permute(1, 2, 0).numpy() for i in shown]
     title = f"{split}: the {len(shown)} most confident of {len(wrong)} mistakes"
-    return image_grid_figure(images, captions, title)
+    return image_grid_figure([image_of(i) for i in shown], captions, title)
 
 
-def _save_figures(figures: dict[str, Figure], output_dir: Path, split: str) -> None:
-    """Each figure as `output_dir`/<name>.png and, rendered once, as an image in `output_dir`/tensorboard."""
+def save_figures(figures: dict[str, Figure], output_dir: Path, tag_prefix: str) -> None:
+    """Each figure as `output_dir`/<name>.png and, rendered once, as image `tag_prefix`/<name> in
+    `output_dir`/tensorboard."""
     with SummaryWriter(output_dir / "tensorboard") as writer:
         for name, figure in figures.items():
             path = output_dir / f"{name}.png"
             save_png(figure, path)
             with Image.open(path) as image:
-                writer.add_image(
-                    f"report/{split}/{name}", np.asarray(image.convert("RGB")), dataformats="HWC"
-                )
+                writer.add_image(f"{tag_prefix}/{name}", np.asarray(image.convert("RGB")), dataformats="HWC")
     log.info("Figures written: %s", ", ".join(f"{name}.png" for name in figures))
+
+
+def merge_json(path: Path, values: dict) -> dict:
+    """Update the JSON object in `path` (created if missing) with `values`; returns the result."""
+    merged = (json.loads(path.read_text()) if path.is_file() else {}) | values
+    path.write_text(json.dumps(merged, indent=2))
+    return merged

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
-from omegaconf import DictConfig
 
 from emotionvision.reporting.statistics import wilson_interval
-
-if TYPE_CHECKING:
-    from emotionvision.models import EmotionClassifier
-
-log = logging.getLogger(__name__)
 
 
 def shuffled_labels_verdict(
@@ -78,31 +67,3 @@ def overfit_batch_verdict(train_acc: float, batch_images: int, epochs: int, min_
         "batch_images": batch_images,
         "epochs": epochs,
     }
-
-
-def write_sanity_report(settings: DictConfig, model: EmotionClassifier, output_dir: Path) -> dict:
-    """Judge the finished sanity run `settings.name`, write sanity.json and log the verdict."""
-    train_acc = model.results["train"]["acc"]
-    if settings.name == "shuffled_labels":
-        if "test" not in model.confusion:
-            raise ValueError("sanity=shuffled_labels judges test accuracy: run it with test=true.")
-        verdict = shuffled_labels_verdict(
-            train_acc, model.confusion["test"], settings.min_train_gain, settings.confidence
-        )
-    elif settings.name == "overfit_batch":
-        batch_images = int(np.sum(model.confusion["train"]))
-        verdict = overfit_batch_verdict(train_acc, batch_images, model.current_epoch, settings.min_train_acc)
-    else:
-        raise ValueError(
-            f"Unknown sanity check '{settings.name}' (sanity=none|shuffled_labels|overfit_batch)."
-        )
-    verdict["verdict"] = "PASS" if verdict["passed"] else "FAIL"
-    (output_dir / "sanity.json").write_text(json.dumps(verdict, indent=2))
-    log.info(
-        "Sanity check %s: %s; %s (%s)",
-        settings.name,
-        verdict["verdict"],
-        verdict["summary"],
-        output_dir / "sanity.json",
-    )
-    return verdict
