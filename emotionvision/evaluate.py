@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from emotionvision.callbacks import ReportCallback
 from emotionvision.data.dataset import decoded_dataset
+from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport, list_class_files
 from emotionvision.data.split import SPLITS, read_manifest
 from emotionvision.models.classifier import load_classifier
@@ -35,7 +36,10 @@ def evaluate(cfg: DictConfig) -> dict:
         manifest = Path(cfg.data.split_file) if cfg.data.split_file else run_dir / "split.csv"
         samples, split = manifest_samples(manifest, cfg.data.split, model.class_names), cfg.data.split
         source = f"split '{split}' of {manifest}"
-    dataset = decoded_dataset(samples, cfg.data.cache_dir, model.hparams.input_size, source)
+    face_crop = model.hparams.get("face_crop")
+    face_crop = FaceCrop(**face_crop) if face_crop else None
+    size = model.hparams.input_size
+    dataset = decoded_dataset(samples, cfg.data.cache_dir, size, source, face_crop, model.class_names)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
     output_dir = Path(cfg.output_dir)
     monitor = run_monitor(run_dir)

@@ -18,7 +18,9 @@ from omegaconf import DictConfig
 from PIL import Image
 from torchvision.transforms.v2.functional import to_dtype
 
-from emotionvision.data.images import SkipReport, list_class_files, load_rgb, resize_center_crop
+from emotionvision.data.cache import decode_image
+from emotionvision.data.faces import FaceCrop
+from emotionvision.data.images import SkipReport, list_class_files
 from emotionvision.models.classifier import load_classifier
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,15 @@ class Predictor:
         self.model = load_classifier(ckpt_path).to(resolve_device(device))
         self.class_names: list[str] = self.model.class_names
         self.input_size: int = self.model.hparams.input_size
+        face_crop = self.model.hparams.get("face_crop")
+        self.face_crop = FaceCrop(**face_crop) if face_crop else None
         self.batch_size = batch_size
         self.tta = tta
 
     def decode(self, path: Path) -> torch.Tensor:
-        """The uint8 (3, S, S) tensor training makes of an image file (S = the input size)."""
-        return resize_center_crop(load_rgb(path, min_size=self.input_size), self.input_size)
+        """The uint8 (3, S, S) tensor training makes of an image file (S = the input size; its face
+        crop where the model was trained on face crops)."""
+        return decode_image(path, self.input_size, self.face_crop)[0]
 
     def predict(self, inputs: Iterable[str | Path], top_k: int = 1) -> list[Prediction]:
         """Top-k labels of every image file in `inputs` (files, or folders searched recursively).

@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache, DecodedImage
-from emotionvision.data.dataset import ImageTensorDataset
+from emotionvision.data.dataset import ImageTensorDataset, apply_face_policy
 from emotionvision.data.duplicates import conflicting_groups, duplicate_groups
+from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport, list_class_files
 from emotionvision.data.split import (
     SPLITS,
@@ -25,6 +26,7 @@ from emotionvision.data.split import (
     stratified_group_split,
     write_manifest,
 )
+from emotionvision.reporting.figures import face_sheet, save_png
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class EmotionDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         augmentation: v2.Transform | None = None,
         train_label_shuffle_seed: int | None = None,
+        face_crop: dict | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser().resolve()  # absolute paths in the manifest
@@ -89,6 +92,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.augmentation = augmentation
         self.train_label_shuffle_seed = train_label_shuffle_seed
+        self.face_crop = FaceCrop(**face_crop) if face_crop else None
         if self.split_file is not None:
             manifest_labels = sorted({row["label"] for row in read_manifest(self.split_file)})
             self.class_names = list(classes) if classes else manifest_labels
@@ -100,7 +104,7 @@ class EmotionDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Decode every image not yet in the cache (once, on one process)."""
         paths, _, _ = self._list_images(SkipReport())
-        DecodeCache(self.cache_dir, self.image_size).get_many(paths, SkipReport())
+        DecodeCache(self.cache_dir, self.image_size, self.face_crop).get_many(paths, SkipReport())
 
     def setup(self, stage: str | None = None) -> None:
         """Load cached images, split them (or read the split file), build the datasets."""
@@ -108,7 +112,15 @@ class EmotionDataModule(pl.LightningDataModule):
             return
         report = SkipReport()
         paths, labels, preset_splits = self._list_images(report)
-        kept_paths, images = DecodeCache(self.cache_dir, self.image_size).get_many(paths, report)
+        kept_paths, images = DecodeCache(self.cache_dir, self.image_size, self.face_crop).get_many(
+            paths, report
+        )
+        if self.face_crop is not None:
+            label_of = dict(zip(paths, labels, strict=True))
+            kept_labels = [label_of[path] for path in kept_paths]
+            kept_paths, images, _ = apply_face_policy(
+                kept_paths, images, kept_labels, self.face_crop, self.class_names, report
+            )
         report.log_summary(self.root)
         kept = {path: i for i, path in enumerate(kept_paths)}
         index = np.array([i for i, path in enumerate(paths) if path in kept])
@@ -119,10 +131,13 @@ class EmotionDataModule(pl.LightningDataModule):
         self._report_duplicates(kept_paths, label_array, groups)
         splits = self._assign_splits(label_array, groups, preset_splits, index)
         self.manifest = [
-            (str(path), self.class_names[label], split, int(group))
-            for path, label, split, group in zip(kept_paths, label_array, splits, groups, strict=True)
+            (str(path), self.class_names[label], split, int(group), *self._box_column(image))
+            for path, label, split, group, image in zip(
+                kept_paths, label_array, splits, groups, images, strict=True
+            )
         ]
         self._write_manifest()
+        self._write_face_sheet(images)
         self._build_datasets(images, kept_paths, label_array, splits)
 
     def _list_images(self, report: SkipReport) -> tuple[list[Path], list[int], list[str | None]]:
@@ -203,6 +218,20 @@ class EmotionDataModule(pl.LightningDataModule):
         if leaking:
             log.warning("%d duplicate groups span the predefined train and test folders.", leaking)
         return splits
+
+    def _box_column(self, image: DecodedImage) -> tuple[str, ...]:
+        """The manifest's face_box cell ('x0 y0 x1 y1', empty where no face was found) with face crops."""
+        if self.face_crop is None:
+            return ()
+        return (" ".join(map(str, image.face_box)) if image.face_box else "",)
+
+    @rank_zero_only
+    def _write_face_sheet(self, images: list[DecodedImage]) -> None:
+        """faces.png beside the manifest: a sample of the face crops and of the images without a face."""
+        if self.face_crop is not None and self.manifest_path is not None:
+            path = self.manifest_path.parent / "faces.png"
+            save_png(face_sheet([row[0] for row in self.manifest], images, self.face_crop.detector), path)
+            log.info("Face crops shown in %s", path)
 
     @rank_zero_only
     def _write_manifest(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache, DecodedImage
+from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport
 
 log = logging.getLogger(__name__)
@@ -42,15 +44,53 @@ class ImageTensorDataset(Dataset):
         return self.to_float(pixels), self.labels[index], index
 
 
+def apply_face_policy(
+    paths: list[Path],
+    images: list[DecodedImage],
+    labels: list[int],
+    face_crop: FaceCrop,
+    class_names: list[str],
+    report: SkipReport,
+) -> tuple[list[Path], list[DecodedImage], list[int]]:
+    """Log per class how many images had a face; with `no_face='skip'` leave the others out (counted
+    in `report`), else they stay whole."""
+    found = Counter(label for label, image in zip(labels, images, strict=True) if image.face_box)
+    totals = Counter(labels)
+    counts = ", ".join(f"{name} {found[i]}/{totals[i]}" for i, name in enumerate(class_names) if totals[i])
+    policy = "left out" if face_crop.no_face == "skip" else "used whole"
+    log.info(
+        "Face found (%s detector), per class: %s; images without a face are %s",
+        face_crop.detector,
+        counts,
+        policy,
+    )
+    if face_crop.no_face == "whole":
+        return paths, images, labels
+    kept = [i for i, image in enumerate(images) if image.face_box is not None]
+    for i in sorted(set(range(len(images))) - set(kept)):
+        report.add("no face found (data.face_crop.no_face=skip)", paths[i])
+    return [paths[i] for i in kept], [images[i] for i in kept], [labels[i] for i in kept]
+
+
 def decoded_dataset(
-    samples: list[tuple[Path, int]], cache_dir: str | Path, size: int, source: str
+    samples: list[tuple[Path, int]],
+    cache_dir: str | Path,
+    size: int,
+    source: str,
+    face_crop: FaceCrop | None = None,
+    class_names: list[str] | None = None,
 ) -> ImageTensorDataset:
-    """The dataset of labelled `samples` (path, class index) decoded through the cache at `size` px;
-    undecodable files are logged and left out. `source` names where the samples come from."""
+    """The dataset of labelled `samples` (path, class index) decoded through the cache at `size` px
+    (face crops with `face_crop`); undecodable files are logged and left out. `source` names where
+    the samples come from."""
     skipped = SkipReport()
-    paths, decoded = DecodeCache(cache_dir, size).get_many([path for path, _ in samples], skipped)
+    paths, decoded = DecodeCache(cache_dir, size, face_crop).get_many([path for path, _ in samples], skipped)
+    label_of = dict(samples)
+    labels = [label_of[path] for path in paths]
+    if face_crop is not None:
+        names = class_names or [str(i) for i in range(max(labels, default=0) + 1)]
+        paths, decoded, labels = apply_face_policy(paths, decoded, labels, face_crop, names, skipped)
     skipped.log_summary(source)
     if not paths:
         raise ValueError(f"None of the images of {source} could be decoded (see the warnings above).")
-    label_of = dict(samples)
-    return ImageTensorDataset(decoded, [label_of[path] for path in paths], paths)
+    return ImageTensorDataset(decoded, labels, paths)

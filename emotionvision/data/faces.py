@@ -10,6 +10,8 @@ Images are shrunk to `max_side` before detection (boxes come back in full-size p
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib
 from typing import Any, ClassVar, Protocol
 
@@ -170,3 +172,40 @@ def crop_face(image: Image.Image | np.ndarray, box: Box, margin: float = 0.2) ->
 def to_grey_rgb(image: Image.Image | np.ndarray) -> Image.Image:
     """Greyscale, replicated to three channels (so RGB models take it unchanged)."""
     return _as_pil(image).convert("L").convert("RGB")
+
+
+@functools.cache
+def _shared_detector(name: str) -> FaceDetector:
+    """One detector per name and process (MTCNN loads its networks once)."""
+    return make_detector(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceCrop:
+    """Face crops as preprocessing (`data.face_crop`): the face `detector` finds is cropped with
+    `margin` and, with `grey`, made greyscale (three equal channels, like FER2013's faces).
+    `no_face`: an image without a face is used whole ('whole') or left out ('skip')."""
+
+    detector: str = "mtcnn"
+    margin: float = 0.2
+    grey: bool = True
+    no_face: str = "whole"
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"data.face_crop.detector={self.detector!r}: choose one of {sorted(DETECTORS)}.")
+        if self.no_face not in ("whole", "skip"):
+            raise ValueError(f"data.face_crop.no_face={self.no_face!r}: choose 'whole' or 'skip'.")
+
+    def key(self) -> str:
+        """A short digest of everything that shapes the cached pixels (detector settings, margin, grey)."""
+        detector = DETECTORS[self.detector]
+        defaults = ",".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(detector))
+        text = f"{self.detector}:{defaults}|margin={self.margin}|grey={self.grey}"
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+    def apply(self, image: Image.Image) -> tuple[Image.Image, Box | None]:
+        """The face crop of an RGB image (the whole image where no face is found) and the face box."""
+        box = _shared_detector(self.detector).detect(image)
+        cropped = crop_face(image, box, self.margin) if box is not None else image
+        return (to_grey_rgb(cropped) if self.grey else cropped), box

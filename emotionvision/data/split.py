@@ -61,12 +61,13 @@ def check_stratifiable(
             )
 
 
-def write_manifest(path: Path, rows: list[tuple[str, str, str, int]]) -> None:
-    """Write (path, label, split, group) rows as CSV."""
+def write_manifest(path: Path, rows: list[tuple]) -> None:
+    """Write (path, label, split, group[, face_box]) rows as CSV."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = ("face_box",) if rows and len(rows[0]) > len(MANIFEST_COLUMNS) else ()
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerow((*MANIFEST_COLUMNS, *extra))
         writer.writerows(rows)
 
 

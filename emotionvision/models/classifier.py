@@ -25,7 +25,8 @@ class EmotionClassifier(pl.LightningModule):
     """Backbone + normalisation + loss + the torchmetrics of each stage.
 
     Input: float images in [0, 1]; normalisation (`mean`, `std`) happens inside, so a checkpoint
-    carries its own preprocessing together with `class_names` and `input_size`.
+    carries its own preprocessing together with `class_names`, `input_size` and `face_crop` (the
+    face-crop settings of `data.face_crop`, applied again by evaluation and prediction).
     An auxiliary head (Inception-V3) adds `aux_weight` x its loss in training only.
     `test_step` and `predict_step` return class probabilities: the one inference path of test,
     evaluation and prediction. `monitor` is the metric a plateau scheduler follows. `init_from`
@@ -43,6 +44,7 @@ class EmotionClassifier(pl.LightningModule):
         mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
         std: tuple[float, float, float] = (0.229, 0.224, 0.225),
         channels_last: bool = False,
+        face_crop: dict | None = None,
         init_from: str | None = None,
         init_class_map: dict[str, str] | None = None,
         monitor: str = "val/loss",

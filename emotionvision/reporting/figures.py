@@ -148,3 +148,20 @@ def save_png(figure: Figure, path: Path) -> None:
     """Write the figure as a PNG file and release it."""
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def face_sheet(paths: list[str], images: list, detector: str, shown: int = 12) -> Figure:
+    """Contact sheet of face crops: up to `shown` images with a face and `shown` // 2 without one.
+    `images` carry `pixels` (3 x S x S uint8 tensors) and `face_box` (None: no face)."""
+    with_face = [i for i, image in enumerate(images) if image.face_box is not None]
+    without = [i for i, image in enumerate(images) if image.face_box is None]
+    step = max(1, len(with_face) // shown)
+    chosen = with_face[::step][:shown] + without[: shown // 2]
+    captions = [
+        f"{Path(paths[i]).parent.name}/{Path(paths[i]).name[:18]}"
+        + ("" if images[i].face_box else "\nno face: whole image")
+        for i in chosen
+    ]
+    pictures = [images[i].pixels.permute(1, 2, 0).numpy() for i in chosen]
+    title = f"{detector} face crops: {len(with_face)} of {len(images)} images have a face"
+    return image_grid_figure(pictures, captions, title, columns=6)
