@@ -41,7 +41,8 @@ class ReportCallback(Callback):
     report of `split` (metrics, classification report, predictions.csv, figures) from the
     probabilities `test_step` returned, merged into metrics.json, and the final metrics declared to
     TensorBoard's HParams tab. `run_dir` is the training run (evaluation of a checkpoint writes
-    elsewhere); it defaults to `output_dir`.
+    elsewhere); it defaults to `output_dir`. `subsets` ({name: regular expression on the file name})
+    adds the accuracy and macro-F1 of parts of the split (FER2013's PublicTest_ and PrivateTest_).
     """
 
     def __init__(
@@ -51,12 +52,14 @@ class ReportCallback(Callback):
         mode: str = "max",
         run_dir: str | Path | None = None,
         split: str = "test",
+        subsets: dict[str, str] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.run_dir = Path(run_dir) if run_dir else self.output_dir
         self.monitor = monitor
         self.mode = mode
         self.split = split
+        self.subsets = subsets
         self.outputs: list[dict[str, torch.Tensor]] = []
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -103,6 +106,7 @@ class ReportCallback(Callback):
             gathered["probabilities"].float(),
             pl_module.class_names,
             lambda i: dataset.images[indices[i]].pixels.permute(1, 2, 0).numpy(),
+            self.subsets,
         )
         if self.run_dir != self.output_dir:  # evaluating a checkpoint: the training run's section
             overfitting = self._training_section(self._run_stopped_epoch())

@@ -228,7 +228,7 @@ class EmotionDataModule(pl.LightningDataModule):
     @rank_zero_only
     def _write_face_sheet(self, images: list[DecodedImage]) -> None:
         """faces.png beside the manifest: a sample of the face crops and of the images without a face."""
-        if self.face_crop is not None and self.manifest_path is not None:
+        if self.face_crop is not None and self.face_crop.detector and self.manifest_path is not None:
             path = self.manifest_path.parent / "faces.png"
             save_png(face_sheet([row[0] for row in self.manifest], images, self.face_crop.detector), path)
             log.info("Face crops shown in %s", path)

@@ -54,6 +54,8 @@ def apply_face_policy(
 ) -> tuple[list[Path], list[DecodedImage], list[int]]:
     """Log per class how many images had a face; with `no_face='skip'` leave the others out (counted
     in `report`), else they stay whole."""
+    if face_crop.detector is None:  # grey whole images: nothing detected
+        return paths, images, labels
     found = Counter(label for label, image in zip(labels, images, strict=True) if image.face_box)
     totals = Counter(labels)
     counts = ", ".join(f"{name} {found[i]}/{totals[i]}" for i, name in enumerate(class_names) if totals[i])

@@ -184,28 +184,29 @@ def _shared_detector(name: str) -> FaceDetector:
 class FaceCrop:
     """Face crops as preprocessing (`data.face_crop`): the face `detector` finds is cropped with
     `margin` and, with `grey`, made greyscale (three equal channels, like FER2013's faces).
-    `no_face`: an image without a face is used whole ('whole') or left out ('skip')."""
+    `no_face`: an image without a face is used whole ('whole') or left out ('skip'). Detector None:
+    no detection, whole images (greyscale with `grey`)."""
 
-    detector: str = "mtcnn"
+    detector: str | None = "mtcnn"
     margin: float = 0.2
     grey: bool = True
     no_face: str = "whole"
 
     def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
+        if self.detector is not None and self.detector not in DETECTORS:
             raise ValueError(f"data.face_crop.detector={self.detector!r}: choose one of {sorted(DETECTORS)}.")
         if self.no_face not in ("whole", "skip"):
             raise ValueError(f"data.face_crop.no_face={self.no_face!r}: choose 'whole' or 'skip'.")
 
     def key(self) -> str:
         """A short digest of everything that shapes the cached pixels (detector settings, margin, grey)."""
-        detector = DETECTORS[self.detector]
-        defaults = ",".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(detector))
+        fields = dataclasses.fields(DETECTORS[self.detector]) if self.detector else ()
+        defaults = ",".join(f"{f.name}={f.default!r}" for f in fields)
         text = f"{self.detector}:{defaults}|margin={self.margin}|grey={self.grey}"
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
     def apply(self, image: Image.Image) -> tuple[Image.Image, Box | None]:
         """The face crop of an RGB image (the whole image where no face is found) and the face box."""
-        box = _shared_detector(self.detector).detect(image)
+        box = _shared_detector(self.detector).detect(image) if self.detector else None
         cropped = crop_face(image, box, self.margin) if box is not None else image
         return (to_grey_rgb(cropped) if self.grey else cropped), box

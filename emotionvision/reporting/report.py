@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,16 +41,26 @@ def write_report(
     probabilities: torch.Tensor,
     class_names: list[str],
     image_of: Callable[[int], np.ndarray],
+    subsets: dict[str, str] | None = None,
 ) -> dict:
     """Write the report of `probabilities` (N x C) for the images `paths` with true classes `targets`
     into `output_dir` (figures also into its tensorboard/); `image_of(i)` is image i as H x W x 3 uint8.
-    Metrics are named '<split>/acc', ...; returns what metrics.json gets."""
+    Metrics are named '<split>/acc', ...; `subsets` ({name: regular expression on the file name})
+    adds '<split>/<name>/acc' and '<split>/<name>/macro_f1' of the matching images. Returns what
+    metrics.json gets."""
     output_dir.mkdir(parents=True, exist_ok=True)
     results = report_results(probabilities, targets, class_names)
     matrix = confusion_matrix(probabilities, targets)
     report = {"split": split, "num_images": len(paths)}
     report |= {f"{split}/{name}": value for name, value in results.items()}
     report[f"{split}/confusion_matrix"] = matrix.tolist()
+    for name, pattern in (subsets or {}).items():
+        members = [i for i, path in enumerate(paths) if re.search(pattern, Path(path).name)]
+        if members:
+            chosen = torch.tensor(members)
+            scores = report_results(probabilities[chosen], targets[chosen], class_names)
+            report |= {f"{split}/{name}/{metric}": scores[metric] for metric in ("acc", "macro_f1")}
+            report[f"{split}/{name}/num_images"] = len(members)
     figures = {
         "confusion_matrix": confusion_matrix_pair_figure(
             matrix.numpy(), class_names, f"{split} confusion matrix ({len(paths)} images)"
