@@ -28,9 +28,11 @@ def evaluate(cfg: DictConfig) -> dict:
     ckpt_path = Path(cfg.ckpt_path)
     model = load_classifier(ckpt_path)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else ckpt_path.resolve().parent.parent
+    output_dir = Path(cfg.output_dir)
+    skipped = SkipReport()
     if cfg.data.root:
         log.info("Evaluating every image under data.root=%s", cfg.data.root)
-        samples, split = folder_samples(Path(cfg.data.root), model.class_names), "all"
+        samples, split = folder_samples(Path(cfg.data.root), model.class_names, skipped), "all"
         source = f"data.root {cfg.data.root}"
     else:
         manifest = Path(cfg.data.split_file) if cfg.data.split_file else run_dir / "split.csv"
@@ -39,9 +41,20 @@ def evaluate(cfg: DictConfig) -> dict:
     face_crop = model.hparams.get("face_crop")
     face_crop = FaceCrop(**face_crop) if face_crop else None
     size = model.hparams.input_size
-    dataset = decoded_dataset(samples, cfg.data.cache_dir, size, source, face_crop, model.class_names)
+    try:
+        dataset = decoded_dataset(
+            samples,
+            cfg.data.cache_dir,
+            size,
+            source,
+            face_crop,
+            model.class_names,
+            skipped,
+            cfg.data.max_image_pixels,
+        )
+    finally:
+        skipped.write_csv(output_dir / "skipped.csv")
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
-    output_dir = Path(cfg.output_dir)
     monitor = run_monitor(run_dir)
     report = ReportCallback(output_dir, monitor.metric, monitor.mode, run_dir=run_dir, split=split)
     trainer = instantiate(cfg.trainer, callbacks=[report])
@@ -75,17 +88,16 @@ def manifest_samples(manifest: Path, split: str, class_names: list[str]) -> list
     return [(Path(row["path"]), class_names.index(row["label"])) for row in rows]
 
 
-def folder_samples(root: Path, class_names: list[str]) -> list[tuple[Path, int]]:
-    """(path, class index) of every image in root/<class>/, classes matched to the checkpoint's by name."""
+def folder_samples(root: Path, class_names: list[str], skipped: SkipReport) -> list[tuple[Path, int]]:
+    """(path, class index) of every file in root/<class>/ (nested folders included), classes matched to
+    the checkpoint's by name; hidden files and broken links are added to `skipped`."""
     if not root.is_dir():
         raise FileNotFoundError(
             f"data.root {root} does not exist: name a folder with one sub-folder per class."
         )
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     _check_known([folder.name for folder in folders], class_names, f"data.root {root}")
-    skipped = SkipReport()
     samples = [(path, class_names.index(f.name)) for f in folders for path in list_class_files(f, skipped)]
-    skipped.log_summary(root)
     if not samples:
         raise ValueError(f"data.root {root} holds no files in class folders (expected root/<class>/<image>).")
     return samples

@@ -11,17 +11,26 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 from torchvision.transforms.v2.functional import to_dtype
 
 from emotionvision.data.cache import decode_image
 from emotionvision.data.faces import FaceCrop
-from emotionvision.data.images import SkipReport, list_class_files
-from emotionvision.models.classifier import load_classifier
+from emotionvision.data.images import (
+    DECODE_ERRORS,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    SkipReport,
+    list_class_files,
+    skip_reason,
+)
+from emotionvision.models.classifier import EmotionClassifier, load_classifier
+
+if TYPE_CHECKING:
+    from emotionvision.export import OnnxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,16 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def load_model(path: str | Path) -> EmotionClassifier | OnnxClassifier:
+    """The classifier of a .ckpt checkpoint, or an onnxruntime session of an exported .onnx file
+    (`emotionvision-export`; class names and preprocessing come from its metadata)."""
+    if str(path).endswith(".onnx"):
+        from emotionvision.export import OnnxClassifier
+
+        return OnnxClassifier(path)
+    return load_classifier(path)
 
 
 @dataclass
@@ -47,20 +66,27 @@ class Predictor:
     """A checkpoint's classifier with its own preprocessing (class names, input size, mean/std)."""
 
     def __init__(
-        self, ckpt_path: str | Path, device: str = "auto", batch_size: int = 32, tta: bool = False
+        self,
+        ckpt_path: str | Path,
+        device: str = "auto",
+        batch_size: int = 32,
+        tta: bool = False,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
-        self.model = load_classifier(ckpt_path).to(resolve_device(device))
+        self.model = load_model(ckpt_path).to(resolve_device(device))
         self.class_names: list[str] = self.model.class_names
         self.input_size: int = self.model.hparams.input_size
         face_crop = self.model.hparams.get("face_crop")
         self.face_crop = FaceCrop(**face_crop) if face_crop else None
         self.batch_size = batch_size
         self.tta = tta
+        self.max_image_pixels = max_image_pixels
 
     def decode(self, path: Path) -> torch.Tensor:
         """The uint8 (3, S, S) tensor training makes of an image file (S = the input size; its face
-        crop where the model was trained on face crops)."""
-        return decode_image(path, self.input_size, self.face_crop)[0]
+        crop where the model was trained on face crops). Raises as `decode_image` does, e.g. for more
+        than `max_image_pixels` pixels."""
+        return decode_image(path, self.input_size, self.face_crop, self.max_image_pixels)[0]
 
     def predict(self, inputs: Iterable[str | Path], top_k: int = 1) -> list[Prediction]:
         """Top-k labels of every image file in `inputs` (files, or folders searched recursively).
@@ -78,9 +104,10 @@ class Predictor:
         for path in files:
             try:
                 pixels[path] = self.decode(path)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-                log.warning("Unreadable image %s skipped: %s", path, error)
-                errors[path] = f"unreadable image: {error}"
+            except DECODE_ERRORS as error:
+                reason = skip_reason(error, path)
+                log.warning("%s skipped (%s): %s", path, reason, error)
+                errors[path] = f"{reason}: {error}"
         ranked = {}
         if pixels:
             images = to_dtype(
@@ -105,12 +132,17 @@ class Predictor:
 
 
 def find_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """The files named in `inputs`, folders expanded to their files (sorted, hidden ones left out)."""
+    """The files named in `inputs`, folders expanded to their files (sorted, nested folders
+    included). Hidden files in folders are left out and logged with a count, as training does;
+    broken links are kept, so that they get an error row."""
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += list_class_files(item, SkipReport())
-        elif item.is_file():
+            listing = SkipReport()
+            found = list_class_files(item, listing)
+            files += sorted([*found, *listing.skipped.pop("broken link", [])])
+            listing.log_summary(item)
+        elif item.is_file() or item.is_symlink():
             files.append(item)
         else:
             raise FileNotFoundError(
@@ -155,7 +187,13 @@ def main(cfg: DictConfig) -> None:
     output = Path(cfg.output)
     check_output(output)
     inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
-    predictor = Predictor(cfg.ckpt_path, device=cfg.device, batch_size=cfg.batch_size, tta=cfg.tta)
+    predictor = Predictor(
+        cfg.ckpt_path,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+        tta=cfg.tta,
+        max_image_pixels=cfg.max_image_pixels,
+    )
     predictions = predictor.predict(inputs, top_k=cfg.top_k)
     write_predictions(predictions, output)
     unreadable = sum(p.error is not None for p in predictions)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import hydra
 import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emotionvision.distributed import keep_ranks_in_job_dir
+from emotionvision.runs import resume_config
+
+log = logging.getLogger(__name__)
 
 
 def instantiate_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
@@ -31,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)  # Ctrl-C: exits, resumable
     checkpoint = trainer.checkpoint_callback
     best_score = (
         None if checkpoint is None or checkpoint.best_model_score is None else checkpoint.best_model_score
@@ -59,7 +67,13 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the best validation value of `monitor.metric` for sweepers."""
-    return train(cfg)[f"best_{cfg.monitor.metric}"]
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    cfg, done = resume_config(cfg, output_dir)
+    name = f"best_{cfg.monitor.metric}"
+    if done:
+        log.info("%s already finished (resume=auto): skipped", output_dir)
+        return json.loads((output_dir / "metrics.json").read_text()).get(name)
+    return train(cfg)[name]
 
 
 if __name__ == "__main__":

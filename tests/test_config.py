@@ -102,7 +102,13 @@ def test_every_option_composes_and_instantiates(
         assert isinstance(callback, pl.Callback)
         if isinstance(callback, ModelCheckpoint) and "model_checkpoint" in cfg.callbacks:  # not Lightning's
             assert Path(callback.dirpath) == output_dir / "checkpoints"
-        if isinstance(callback, ModelCheckpoint | EarlyStopping) and "model_checkpoint" in cfg.callbacks:
+        if (
+            isinstance(callback, ModelCheckpoint)
+            and "last_checkpoint" in cfg.callbacks
+            and callback.monitor is None
+        ):
+            assert callback.filename == "last" and callback.save_top_k == 1
+        elif isinstance(callback, ModelCheckpoint | EarlyStopping) and "model_checkpoint" in cfg.callbacks:
             assert (callback.monitor, callback.mode) == (cfg.monitor.metric, cfg.monitor.mode) or (
                 option == "overfit_batch" and isinstance(callback, EarlyStopping)  # stops on train/acc
             )

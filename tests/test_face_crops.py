@@ -12,7 +12,7 @@ import torch
 
 from emotionvision import Predictor
 from emotionvision.data import EmotionDataModule
-from emotionvision.data.cache import DecodeCache
+from emotionvision.data.cache import CACHE_VERSION, DecodeCache
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport
 from emotionvision.train import train
@@ -54,7 +54,7 @@ def test_face_crops_are_cached_counted_and_recorded(photos: Path, tmp_path: Path
     assert (tmp_path / "run/faces.png").is_file()
     crop = FaceCrop(**FACE)
     folders = [p.name for p in (tmp_path / "cache").iterdir()]
-    assert folders == [f"v2-size48-face{crop.key()}"]  # the settings are part of the cache key
+    assert folders == [f"v{CACHE_VERSION}-size48-face{crop.key()}"]  # the settings are part of the cache key
     assert FaceCrop(**(FACE | {"margin": 0.4})).key() != crop.key()
     pixels = module.datasets["train"].images[0].pixels
     assert torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[1], pixels[2])  # grey

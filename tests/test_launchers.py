@@ -37,7 +37,6 @@ def test_optuna_trials_run_as_submitit_local_jobs(tmp_path: Path, make_tree, qui
             "data=folder",
             f"data.root={root}",
             *quick_run_overrides,
-            "callbacks.model_checkpoint.save_last=false",
         ],
         tmp_path,
     )

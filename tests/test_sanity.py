@@ -85,6 +85,7 @@ def test_overfit_batch_run_fits_one_batch(compose_train, tmp_path: Path, make_tr
     overrides = [
         "sanity=overfit_batch",
         "~callbacks.model_checkpoint",
+        "~callbacks.last_checkpoint",
         "++trainer.enable_checkpointing=false",
     ]
     verdict = run_sanity_check(compose_train, tmp_path, root, overrides)

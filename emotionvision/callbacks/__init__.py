@@ -2,7 +2,15 @@
 
 from emotionvision.callbacks.finetune import FrozenBackbone
 from emotionvision.callbacks.history import HistoryCallback
+from emotionvision.callbacks.random_state import RandomState
 from emotionvision.callbacks.report import ReportCallback
 from emotionvision.callbacks.sanity import OverfitBatchCheck, ShuffledLabelsCheck
 
-__all__ = ["FrozenBackbone", "HistoryCallback", "OverfitBatchCheck", "ReportCallback", "ShuffledLabelsCheck"]
+__all__ = [
+    "FrozenBackbone",
+    "HistoryCallback",
+    "OverfitBatchCheck",
+    "RandomState",
+    "ReportCallback",
+    "ShuffledLabelsCheck",
+]

@@ -24,21 +24,24 @@ class HistoryCallback(Callback):
         self.path = Path(path)
         self.rows: list[dict[str, float]] = []
         self.started = 0.0
+        self.first_epoch = 0
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        earlier = [row for row in read_history(self.path) if row["epoch"] < trainer.current_epoch]
-        self.rows = earlier
-        self.started = time.monotonic() - (earlier[-1]["time"] if earlier else 0.0)
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After a checkpoint was restored: keep the rows of the epochs before it."""
+        self.first_epoch = trainer.current_epoch
+        self.rows = [row for row in read_history(self.path) if row["epoch"] < self.first_epoch]
+        self.started = time.monotonic() - (self.rows[-1]["time"] if self.rows else 0.0)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch > 0:
+        if trainer.current_epoch > self.first_epoch:
             self._record(trainer, trainer.current_epoch - 1)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer, trainer.current_epoch - 1)
+        if trainer.current_epoch > self.first_epoch:
+            self._record(trainer, trainer.current_epoch - 1)
 
     def _record(self, trainer: pl.Trainer, epoch: int) -> None:
-        if epoch < 0 or any(row["epoch"] == epoch for row in self.rows):
+        if any(row["epoch"] == epoch for row in self.rows):
             return
         row = {"epoch": epoch, "time": round(time.monotonic() - self.started, 3)}
         row |= {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}

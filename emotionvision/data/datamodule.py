@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache, DecodedImage
-from emotionvision.data.dataset import ImageTensorDataset, apply_face_policy
+from emotionvision.data.dataset import EpochShuffle, ImageTensorDataset, apply_face_policy
 from emotionvision.data.duplicates import conflicting_groups, duplicate_groups
 from emotionvision.data.faces import FaceCrop
-from emotionvision.data.images import SkipReport, list_class_files
+from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport, list_class_files
 from emotionvision.data.split import (
     SPLITS,
     check_stratifiable,
@@ -59,7 +59,10 @@ class EmotionDataModule(pl.LightningDataModule):
     """Images decoded once into a cache, a stratified duplicate-aware split, tensor augmentation.
 
     The split is written to `manifest_path` (CSV: path, label, split, group); `split_file`
-    reuses such a manifest instead of splitting.
+    reuses such a manifest instead of splitting. Files in nested folders of a class folder belong to
+    the class (their count is logged per class folder). Skipped files (hidden, broken links,
+    non-images, unreadable, more than `max_image_pixels` pixels; None: no limit) are logged and
+    listed in skipped.csv beside the manifest (columns path, reason).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class EmotionDataModule(pl.LightningDataModule):
         augmentation: v2.Transform | None = None,
         train_label_shuffle_seed: int | None = None,
         face_crop: dict | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser().resolve()  # absolute paths in the manifest
@@ -93,6 +97,8 @@ class EmotionDataModule(pl.LightningDataModule):
         self.augmentation = augmentation
         self.train_label_shuffle_seed = train_label_shuffle_seed
         self.face_crop = FaceCrop(**face_crop) if face_crop else None
+        self.max_image_pixels = max_image_pixels
+        self.skipped = SkipReport()
         if self.split_file is not None:
             manifest_labels = sorted({row["label"] for row in read_manifest(self.split_file)})
             self.class_names = list(classes) if classes else manifest_labels
@@ -104,7 +110,7 @@ class EmotionDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Decode every image not yet in the cache (once, on one process)."""
         paths, _, _ = self._list_images(SkipReport())
-        DecodeCache(self.cache_dir, self.image_size, self.face_crop).get_many(paths, SkipReport())
+        self._cache().get_many(paths, SkipReport())
 
     def setup(self, stage: str | None = None) -> None:
         """Load cached images, split them (or read the split file), build the datasets."""
@@ -112,9 +118,7 @@ class EmotionDataModule(pl.LightningDataModule):
             return
         report = SkipReport()
         paths, labels, preset_splits = self._list_images(report)
-        kept_paths, images = DecodeCache(self.cache_dir, self.image_size, self.face_crop).get_many(
-            paths, report
-        )
+        kept_paths, images = self._cache().get_many(paths, report)
         if self.face_crop is not None:
             label_of = dict(zip(paths, labels, strict=True))
             kept_labels = [label_of[path] for path in kept_paths]
@@ -122,6 +126,8 @@ class EmotionDataModule(pl.LightningDataModule):
                 kept_paths, images, kept_labels, self.face_crop, self.class_names, report
             )
         report.log_summary(self.root)
+        self.skipped = report
+        self._write_skipped()
         kept = {path: i for i, path in enumerate(kept_paths)}
         index = np.array([i for i, path in enumerate(paths) if path in kept])
         label_array = np.asarray(labels)[index]
@@ -139,6 +145,9 @@ class EmotionDataModule(pl.LightningDataModule):
         self._write_manifest()
         self._write_face_sheet(images)
         self._build_datasets(images, kept_paths, label_array, splits)
+
+    def _cache(self) -> DecodeCache:
+        return DecodeCache(self.cache_dir, self.image_size, self.face_crop, self.max_image_pixels)
 
     def _list_images(self, report: SkipReport) -> tuple[list[Path], list[int], list[str | None]]:
         """Candidate files with labels and predefined split names (from folders or split_file)."""
@@ -234,6 +243,12 @@ class EmotionDataModule(pl.LightningDataModule):
             log.info("Face crops shown in %s", path)
 
     @rank_zero_only
+    def _write_skipped(self) -> None:
+        """skipped.csv (path, reason) beside the manifest."""
+        if self.manifest_path is not None:
+            self.skipped.write_csv(self.manifest_path.parent / "skipped.csv")
+
+    @rank_zero_only
     def _write_manifest(self) -> None:
         if self.manifest_path is not None:
             write_manifest(self.manifest_path, self.manifest)
@@ -261,27 +276,33 @@ class EmotionDataModule(pl.LightningDataModule):
         weights = counts.sum() / (len(self.class_names) * counts.clamp(min=1).float())
         return weights / weights.mean()
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        sampler = None
-        if split != "train" and torch.distributed.is_available() and torch.distributed.is_initialized():
-            # DDP: each image evaluated once (Lightning's default sampler pads ranks with repeats)
-            sampler = UnrepeatedDistributedSampler(self.datasets[split], shuffle=False)
+    def _loader(self, split: str) -> DataLoader:
+        """Training: an order fixed by the seed and the epoch, so a resumed run sees the batches an
+        uninterrupted one does. Evaluation: every image once, also under DDP (Lightning's default
+        sampler would pad ranks with repeats)."""
+        dataset = self.datasets[split]
+        seed = torch.initial_seed()  # set by seed_everything
+        if split == "train":
+            sampler = EpochShuffle(len(dataset), seed)
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        else:
+            sampler = None
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             # a last training batch of one image would break BatchNorm: drop the incomplete batch
-            drop_last=split == "train" and len(self.datasets[split]) > self.batch_size,
+            drop_last=split == "train" and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),  # worker seeds: not drawn from the global RNG
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

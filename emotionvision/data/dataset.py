@@ -4,17 +4,38 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache, DecodedImage
 from emotionvision.data.faces import FaceCrop
-from emotionvision.data.images import SkipReport
+from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport
 
 log = logging.getLogger(__name__)
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order that depends only on `seed` and the epoch (Lightning calls `set_epoch`), not on
+    the global random state: a resumed run shuffles each epoch as an uninterrupted one did."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 class ImageTensorDataset(Dataset):
@@ -81,12 +102,16 @@ def decoded_dataset(
     source: str,
     face_crop: FaceCrop | None = None,
     class_names: list[str] | None = None,
+    skipped: SkipReport | None = None,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ImageTensorDataset:
     """The dataset of labelled `samples` (path, class index) decoded through the cache at `size` px
-    (face crops with `face_crop`); undecodable files are logged and left out. `source` names where
-    the samples come from."""
-    skipped = SkipReport()
-    paths, decoded = DecodeCache(cache_dir, size, face_crop).get_many([path for path, _ in samples], skipped)
+    (face crops with `face_crop`, at most `max_pixels` pixels per file); undecodable files are left
+    out and added to `skipped` (which may hold the listing's skips already), whose summary is logged.
+    `source` names where the samples come from."""
+    skipped = SkipReport() if skipped is None else skipped
+    cache = DecodeCache(cache_dir, size, face_crop, max_pixels)
+    paths, decoded = cache.get_many([path for path, _ in samples], skipped)
     label_of = dict(samples)
     labels = [label_of[path] for path in paths]
     if face_crop is not None:
@@ -94,5 +119,5 @@ def decoded_dataset(
         paths, decoded, labels = apply_face_policy(paths, decoded, labels, face_crop, names, skipped)
     skipped.log_summary(source)
     if not paths:
-        raise ValueError(f"None of the images of {source} could be decoded (see the warnings above).")
+        raise ValueError(f"None of the images of {source} could be decoded (see the skipped files above).")
     return ImageTensorDataset(decoded, labels, paths)

@@ -21,13 +21,15 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """The rows of a history.csv ([] where there is none), numbers as floats, empty cells left out."""
+    """The rows of a history.csv ([] where there is none): epochs as ints, the rest as floats, empty
+    cells left out."""
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [
+        rows = [
             {key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)
         ]
+    return [row | {"epoch": int(row["epoch"])} for row in rows]
 
 
 def curves_of(rows: list[dict[str, float]]) -> Curves:

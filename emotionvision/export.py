@@ -1,0 +1,236 @@
+"""`emotionvision-export`: a checkpoint's classifier as an ONNX (or TorchScript) file mapping float images
+in [0, 1] to class probabilities, with its class names and preprocessing in the file's metadata.
+
+`emotionvision-export ckpt_path=RUN/checkpoints/best-epoch007.ckpt` writes `best-epoch007.onnx` beside it
+and checks it against PyTorch with onnxruntime; `emotionvision-predict ckpt_path=...onnx` runs it
+(`OnnxClassifier`). ONNX needs the `export` extra (onnx, onnxscript for torch's exporter, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import hydra
+import numpy as np
+import torch
+from lightning.fabric.utilities.data import AttributeDict
+from omegaconf import DictConfig
+from PIL import Image
+from torch import nn
+from torchvision.transforms.v2.functional import to_dtype
+
+from emotionvision.data.cache import decode_image
+from emotionvision.data.faces import FaceCrop
+from emotionvision.models.classifier import EmotionClassifier, load_classifier
+from emotionvision.predict import find_files
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+INSTALL_HINT = 'pip install "emotionvision[export]"'
+METADATA_FILE = "metadata.json"  # the TorchScript extra file holding the metadata
+MAX_CHECK_IMAGES = 16
+INPUT_NOTE = (
+    "images: float32 RGB in [0, 1], N x 3 x input_size x input_size: the image (its face crop where "
+    "face_crop is set, greyscale where face_crop.grey) with its shorter side resized to input_size, then "
+    "center-cropped to input_size; normalisation (mean, std) happens inside the model. "
+    "probabilities: N x len(class_names), softmax, in the order of class_names."
+)
+
+
+def require(module: str) -> ModuleType:
+    """The imported `module`, or an ImportError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"ONNX export and inference need the '{module}' module: {INSTALL_HINT}") from error
+
+
+class ProbabilityModel(nn.Module):
+    """The classifier's `probabilities` (eval mode, no TTA) as `forward`: what the exported file computes."""
+
+    def __init__(self, classifier: EmotionClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.probabilities(images)
+
+
+def metadata(classifier: EmotionClassifier) -> dict[str, str]:
+    """Class names and preprocessing of `classifier`, as the strings ONNX metadata_props hold."""
+    hparams = classifier.hparams
+    face_crop = hparams.get("face_crop")
+    return {
+        "class_names": json.dumps(list(classifier.class_names)),
+        "input_size": str(hparams.input_size),
+        "mean": json.dumps([float(v) for v in hparams.mean]),
+        "std": json.dumps([float(v) for v in hparams.std]),
+        "face_crop": json.dumps(dict(face_crop)) if face_crop else "",
+        "backbone": str(hparams.backbone),
+        "preprocessing": INPUT_NOTE,
+    }
+
+
+def _example(classifier: EmotionClassifier) -> torch.Tensor:
+    size = classifier.hparams.input_size
+    return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(classifier: EmotionClassifier, path: Path, opset: int) -> None:
+    """Write `classifier` as ONNX (torch.export-based exporter; dynamic batch axis) with its metadata."""
+    for module in ("onnx", "onnxscript"):
+        require(module)
+        logging.getLogger(module).setLevel(logging.WARNING)  # the exporter's passes log at INFO
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    program = torch.onnx.export(
+        ProbabilityModel(classifier),
+        (_example(classifier),),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["probabilities"],
+        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+        opset_version=opset,
+        verbose=False,
+    )
+    program.model.metadata_props.update(metadata(classifier))
+    program.save(path, external_data=False)
+
+
+def export_torchscript(classifier: EmotionClassifier, path: Path) -> None:
+    """Write `classifier` traced with torch.jit (deprecated by PyTorch), metadata as an extra JSON file."""
+    # Lightning's own guard (used by its to_torchscript) so tracing may look at `trainer` (pytorch#67146)
+    from lightning.pytorch.core.module import _jit_is_scripting
+
+    with warnings.catch_warnings(), torch.no_grad(), _jit_is_scripting():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(ProbabilityModel(classifier), _example(classifier), check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata(classifier))})
+
+
+class OnnxClassifier:
+    """An exported .onnx classifier run by onnxruntime (CPU), offering what `Predictor` uses of an
+    `EmotionClassifier`: `class_names`, `hparams` (input_size, face_crop, mean, std, backbone from the
+    metadata), `device`, `to` and `probabilities`."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Model {path} does not exist (ckpt_path).")
+        self.session = require("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "class_names" not in meta or "input_size" not in meta:
+            raise ValueError(f"{path} has no class_names/input_size metadata: use emotionvision-export.")
+        self.class_names: list[str] = json.loads(meta["class_names"])
+        self.hparams = AttributeDict(
+            input_size=int(meta["input_size"]),
+            face_crop=json.loads(meta["face_crop"]) if meta.get("face_crop") else None,
+            mean=json.loads(meta.get("mean", "null")),
+            std=json.loads(meta.get("std", "null")),
+            backbone=meta.get("backbone"),
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> OnnxClassifier:
+        """Itself: onnxruntime runs on the CPU whatever `device` (images are moved to `self.device`)."""
+        return self
+
+    def probabilities(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Class probabilities of float images in [0, 1]; `tta` averages them with the mirror images'."""
+        probabilities = self._run(images)
+        if tta:
+            probabilities = (probabilities + self._run(images.flip(-1))) / 2
+        return probabilities
+
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+
+def run_exported(path: Path, images: torch.Tensor) -> torch.Tensor:
+    """Probabilities of `images` computed by the exported file (onnxruntime, or torch.jit.load)."""
+    if path.suffix == ".onnx":
+        return OnnxClassifier(path).probabilities(images)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")(images)
+
+
+def check_batch(paths: Sequence[str | Path], size: int, face_crop: FaceCrop | None) -> torch.Tensor:
+    """Float images of the first MAX_CHECK_IMAGES readable files of `paths` (files or folders), decoded
+    as in training and prediction; four seeded random images where `paths` is empty."""
+    if not paths:
+        return torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(1))
+    pixels = []
+    for path in find_files(paths):
+        try:
+            pixels.append(decode_image(path, size, face_crop)[0])
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            log.warning("Unreadable check image %s skipped: %s", path, error)
+        if len(pixels) == MAX_CHECK_IMAGES:
+            break
+    if not pixels:
+        raise ValueError(f"check_images={list(map(str, paths))} holds no readable image.")
+    return to_dtype(torch.stack(pixels), torch.float32, scale=True)
+
+
+def max_difference(classifier: EmotionClassifier, path: Path, images: torch.Tensor) -> float:
+    """Max abs difference between the probabilities of the exported file and of `classifier`."""
+    with torch.inference_mode():
+        expected = classifier.eval().probabilities(images)
+    return float((run_exported(path, images) - expected).abs().max())
+
+
+def export(
+    ckpt_path: str | Path,
+    format: str = "onnx",
+    output: str | Path | None = None,
+    opset: int = 18,
+    check: bool = True,
+    check_images: Sequence[str | Path] = (),
+    tolerance: float = 1e-4,
+) -> tuple[Path, float | None]:
+    """Export the checkpoint's classifier; with `check`, compare the file with PyTorch on `check_images`
+    (RuntimeError above `tolerance`). Returns the file written and the max abs difference (None unchecked)."""
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}: choose one of {', '.join(FORMATS)}.")
+    path = Path(output) if output else Path(ckpt_path).with_suffix(FORMATS[format])
+    if path.suffix != FORMATS[format]:
+        raise ValueError(f"output={path}: a format={format} file must end with {FORMATS[format]}.")
+    classifier = load_classifier(ckpt_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "onnx":
+        export_onnx(classifier, path, opset)
+    else:
+        export_torchscript(classifier, path)
+    if not check:
+        return path, None
+    face_crop = classifier.hparams.get("face_crop")
+    face_crop = FaceCrop(**face_crop) if face_crop else None
+    images = check_batch(check_images, classifier.hparams.input_size, face_crop)
+    difference = max_difference(classifier, path, images)
+    log.info("%s vs PyTorch on %d images: max abs difference %.2e", path, len(images), difference)
+    if difference > tolerance:
+        raise RuntimeError(f"{path} differs from the checkpoint by {difference:.2e} > tolerance={tolerance}.")
+    return path, difference
+
+
+@hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Console entry point: export `ckpt_path` to `format` and check it."""
+    images = [cfg.check_images] if isinstance(cfg.check_images, str) else list(cfg.check_images or [])
+    path, _ = export(cfg.ckpt_path, cfg.format, cfg.output, cfg.opset, cfg.check, images, cfg.tolerance)
+    log.info("Exported %s to %s", cfg.ckpt_path, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Run directories: unique names, and resuming an interrupted run (or sweep) in its own directory.
+
+`resume=null` starts a new run; `resume=PATH` continues the run in PATH with its saved config from
+its checkpoints/last.ckpt; `resume=last` does so for the newest run of this task; `resume=auto`
+(for re-running a sweep with `hydra.sweep.dir=` its old directory) skips a job whose run finished,
+resumes one that was interrupted and starts the others.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+FRESH = (None, "auto")
+
+
+def register_resolvers() -> None:
+    """`${unique:}`, `${run_dir:resume,runs_root,name}` and `${config_subdir:resume}` for
+    conf/hydra/default.yaml."""
+    OmegaConf.register_new_resolver("unique", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("config_subdir", config_subdir, use_cache=True, replace=True)
+
+
+def run_dir(resume: str | None, runs_root: str, name: str) -> str:
+    """The run directory: a new one, `runs_root`/`name`, or the one `resume` names."""
+    if resume in FRESH:
+        return f"{runs_root}/{name}"
+    if resume == "last":
+        return str(last_run(Path(runs_root)))
+    path = Path(resume)
+    if not (path / ".hydra" / "config.yaml").is_file():
+        raise ValueError(
+            f"resume={resume}: not a run directory (no .hydra/config.yaml); name a run under logs/."
+        )
+    return str(path)
+
+
+def config_subdir(resume: str | None) -> str:
+    """Where Hydra writes the composed config: .hydra, or, when resuming, a folder of its own inside
+    it, so that the run's original config is kept."""
+    return ".hydra" if resume in FRESH else f".hydra/resumed_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+
+
+def last_run(runs_root: Path) -> Path:
+    """The newest run under `runs_root` that has a checkpoints/last.ckpt."""
+    runs = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    if not runs:
+        raise ValueError(f"resume=last: no run with checkpoints/last.ckpt under {runs_root}.")
+    return runs[-1].parent.parent
+
+
+def resume_config(cfg: DictConfig, output_dir: Path) -> tuple[DictConfig, bool]:
+    """The config to train with and whether the run in `output_dir` already finished.
+
+    Resuming a named run: its saved config, from its last checkpoint. `resume=auto`: this config,
+    from the last checkpoint where one exists."""
+    if cfg.resume in FRESH:
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if cfg.resume == "auto" and finished(output_dir, cfg.test):
+            return cfg, True
+        if cfg.resume == "auto" and last.is_file():
+            cfg = cfg.copy()
+            with open_dict(cfg):
+                cfg.ckpt_path = str(last)
+        return cfg, False
+    saved = OmegaConf.load(output_dir / ".hydra" / "config.yaml")
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise ValueError(f"resume={cfg.resume}: {last} does not exist; nothing to resume from.")
+    with open_dict(saved):
+        saved.ckpt_path = str(last)
+        saved.resume = None
+    return saved, finished(output_dir, saved.test)
+
+
+def finished(output_dir: Path, tested: bool) -> bool:
+    """True when the run in `output_dir` wrote its final metrics (test metrics, if it tests)."""
+    metrics_path = output_dir / "metrics.json"
+    if not metrics_path.is_file():
+        return False
+    metrics = json.loads(metrics_path.read_text())
+    return any(key.endswith("/acc") for key in metrics) if tested else "epochs_trained" in metrics
