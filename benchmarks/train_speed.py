@@ -2,7 +2,8 @@
 
 Reproduce (from the repository root; each side at each size, --repeats rounds):
 
-    python benchmarks/train_speed.py --sizes 96 224 --epochs 3 --repeats 2 --workers 2
+    python benchmarks/train_speed.py --sizes 96 224 --epochs 3 --repeats 2 --workers 0
+    python benchmarks/train_speed.py --sizes 96 --sides framework model.channels_last=true  # an option
 
 Sides, run alternately (framework, plain, naive, framework, plain, naive, ...) so that drifts in
 machine load hit all of them alike; all use the same data, split, seed and default torch threads:
@@ -51,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated, of " + ",".join(SIDES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the framework side")
     args = parser.parse_args()
     args.sides = args.sides.split(",")
     if args.epochs < 2 or not set(args.sides) <= set(SIDES):
@@ -70,6 +72,7 @@ def framework_command(size: int, args: argparse.Namespace, run_dir: Path) -> lis
         "+trainer.profiler._target_=lightning.pytorch.profilers.SimpleProfiler",
         *(f"+trainer.profiler.dirpath={run_dir}", "+trainer.profiler.filename=profile"),
         *(f"data.root={args.data_root}", f"paths.cache_dir={args.cache_dir}"),
+        *args.overrides,
     ]
 
 

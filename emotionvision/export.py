@@ -8,32 +8,27 @@ and checks it against PyTorch with onnxruntime; `emotionvision-predict ckpt_path
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import hydra
-import numpy as np
 import torch
-from lightning.fabric.utilities.data import AttributeDict
 from omegaconf import DictConfig
-from PIL import Image
 from torch import nn
 from torchvision.transforms.v2.functional import to_dtype
 
 from emotionvision.data.cache import decode_image
 from emotionvision.data.faces import FaceCrop
+from emotionvision.data.images import DECODE_ERRORS, find_files
 from emotionvision.models.classifier import EmotionClassifier, load_classifier
-from emotionvision.predict import find_files
+from emotionvision.models.onnx import OnnxClassifier, require
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-INSTALL_HINT = 'pip install "emotionvision[export]"'
 METADATA_FILE = "metadata.json"  # the TorchScript extra file holding the metadata
 MAX_CHECK_IMAGES = 16
 INPUT_NOTE = (
@@ -42,14 +37,6 @@ INPUT_NOTE = (
     "center-cropped to input_size; normalisation (mean, std) happens inside the model. "
     "probabilities: N x len(class_names), softmax, in the order of class_names."
 )
-
-
-def require(module: str) -> ModuleType:
-    """The imported `module`, or an ImportError naming the extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise ImportError(f"ONNX export and inference need the '{module}' module: {INSTALL_HINT}") from error
 
 
 class ProbabilityModel(nn.Module):
@@ -116,46 +103,6 @@ def export_torchscript(classifier: EmotionClassifier, path: Path) -> None:
         torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata(classifier))})
 
 
-class OnnxClassifier:
-    """An exported .onnx classifier run by onnxruntime (CPU), offering what `Predictor` uses of an
-    `EmotionClassifier`: `class_names`, `hparams` (input_size, face_crop, mean, std, backbone from the
-    metadata), `device`, `to` and `probabilities`."""
-
-    def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Model {path} does not exist (ckpt_path).")
-        self.session = require("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "class_names" not in meta or "input_size" not in meta:
-            raise ValueError(f"{path} has no class_names/input_size metadata: use emotionvision-export.")
-        self.class_names: list[str] = json.loads(meta["class_names"])
-        self.hparams = AttributeDict(
-            input_size=int(meta["input_size"]),
-            face_crop=json.loads(meta["face_crop"]) if meta.get("face_crop") else None,
-            mean=json.loads(meta.get("mean", "null")),
-            std=json.loads(meta.get("std", "null")),
-            backbone=meta.get("backbone"),
-        )
-        self.input_name = self.session.get_inputs()[0].name
-        self.device = torch.device("cpu")
-
-    def to(self, device: torch.device | str) -> OnnxClassifier:
-        """Itself: onnxruntime runs on the CPU whatever `device` (images are moved to `self.device`)."""
-        return self
-
-    def probabilities(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Class probabilities of float images in [0, 1]; `tta` averages them with the mirror images'."""
-        probabilities = self._run(images)
-        if tta:
-            probabilities = (probabilities + self._run(images.flip(-1))) / 2
-        return probabilities
-
-    def _run(self, images: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
-
-
 def run_exported(path: Path, images: torch.Tensor) -> torch.Tensor:
     """Probabilities of `images` computed by the exported file (onnxruntime, or torch.jit.load)."""
     if path.suffix == ".onnx":
@@ -174,7 +121,7 @@ def check_batch(paths: Sequence[str | Path], size: int, face_crop: FaceCrop | No
     for path in find_files(paths):
         try:
             pixels.append(decode_image(path, size, face_crop)[0])
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        except DECODE_ERRORS as error:
             log.warning("Unreadable check image %s skipped: %s", path, error)
         if len(pixels) == MAX_CHECK_IMAGES:
             break

@@ -23,14 +23,13 @@ from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import (
     DECODE_ERRORS,
     DEFAULT_MAX_IMAGE_PIXELS,
-    SkipReport,
-    list_class_files,
+    find_files,
     skip_reason,
 )
 from emotionvision.models.classifier import EmotionClassifier, load_classifier
 
 if TYPE_CHECKING:
-    from emotionvision.export import OnnxClassifier
+    from emotionvision.models.onnx import OnnxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def load_model(path: str | Path) -> EmotionClassifier | OnnxClassifier:
     """The classifier of a .ckpt checkpoint, or an onnxruntime session of an exported .onnx file
     (`emotionvision-export`; class names and preprocessing come from its metadata)."""
     if str(path).endswith(".onnx"):
-        from emotionvision.export import OnnxClassifier
+        from emotionvision.models.onnx import OnnxClassifier
 
         return OnnxClassifier(path)
     return load_classifier(path)
@@ -129,26 +128,6 @@ class Predictor:
                     Prediction(str(path), [self.class_names[i] for i in indices], probabilities)
                 )
         return predictions
-
-
-def find_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """The files named in `inputs`, folders expanded to their files (sorted, nested folders
-    included). Hidden files in folders are left out and logged with a count, as training does;
-    broken links are kept, so that they get an error row."""
-    files = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            listing = SkipReport()
-            found = list_class_files(item, listing)
-            files += sorted([*found, *listing.skipped.pop("broken link", [])])
-            listing.log_summary(item)
-        elif item.is_file() or item.is_symlink():
-            files.append(item)
-        else:
-            raise FileNotFoundError(
-                f"Input {item} does not exist (inputs=[...] takes image files and folders)."
-            )
-    return files
 
 
 def check_output(output: Path) -> None:

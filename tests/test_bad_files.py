@@ -22,11 +22,11 @@ from emotionvision.data.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageTooLargeError,
     SkipReport,
+    find_files,
     list_class_files,
     load_rgb,
 )
 from emotionvision.evaluate import evaluate
-from emotionvision.predict import find_files
 from emotionvision.train import train
 
 BOMB_SIDE = 20_000  # 400 M pixels: more than twice PIL's limit, in a file of about 50 kB

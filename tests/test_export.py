@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from emotionvision import EmotionClassifier, Predictor, export, predict
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport, list_class_files
+from emotionvision.models import onnx
 from emotionvision.models.classifier import load_classifier
 
 CLASSES = ["anger", "happy", "sad"]
@@ -26,7 +27,7 @@ TOLERANCE = 1e-4
 # whole images made greyscale: a face-crop setting that needs no detector
 GREY = {"detector": None, "margin": 0.0, "grey": True, "no_face": "whole"}
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
-needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason=f"needs the export extra: {export.INSTALL_HINT}")
+needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason=f"needs the export extra: {onnx.INSTALL_HINT}")
 
 
 def train_tiny(path: Path, face_crop: dict | None = None) -> Path:
@@ -61,7 +62,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory, make_tree: Callable[..., Path
 def onnx_file(checkpoint: Path, tree: Path) -> Path:
     """`emotionvision-export ckpt_path=... format=onnx` (its own check on the generated images)."""
     if not HAS_ONNX:
-        pytest.skip(f"needs the export extra: {export.INSTALL_HINT}")
+        pytest.skip(f"needs the export extra: {onnx.INSTALL_HINT}")
     images = ",".join(str(p) for p in list_class_files(tree / "happy", SkipReport()))
     argv = ["emotionvision-export", f"ckpt_path={checkpoint}", "format=onnx", f"check_images=[{images}]"]
     with pytest.MonkeyPatch.context() as patch:
@@ -121,7 +122,7 @@ def test_predict_runs_the_onnx_file_like_the_checkpoint(
         ]
         for ours, theirs in zip(exported, expected, strict=True):
             assert ours.probabilities == pytest.approx(theirs.probabilities, abs=TOLERANCE)
-    assert isinstance(Predictor(onnx_file).model, export.OnnxClassifier)
+    assert isinstance(Predictor(onnx_file).model, onnx.OnnxClassifier)
     assert Predictor(onnx_file).face_crop == FaceCrop(**GREY)
 
     output = tmp_path / "predictions.csv"
@@ -156,7 +157,7 @@ def test_bad_format_output_and_missing_package_are_named(
     with pytest.raises(ValueError, match=r"output=.*model\.pt: a format=onnx file must end with \.onnx"):
         export.export(checkpoint, "onnx", tmp_path / "model.pt")
     with pytest.raises(ImportError, match=r'no_such_module.*pip install "emotionvision\[export\]"'):
-        export.require("no_such_module")
+        onnx.require("no_such_module")
     argv = ["emotionvision-export", f"ckpt_path={checkpoint}", "format=tflite", f"hydra.run.dir={tmp_path}"]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit):

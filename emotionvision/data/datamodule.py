@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -50,6 +51,14 @@ def find_class_names(root: Path, classes: list[str] | None) -> list[str]:
     return list(classes)
 
 
+def default_num_workers() -> int:
+    """Loader processes for this machine: none on 2 cores or fewer (there the workers took cores from
+    the compute threads: benchmarks/train_speed.py measured 0 workers fastest), else half the cores,
+    at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores // 2)
+
+
 def has_predefined_splits(root: Path) -> bool:
     """True when root ships its own train/ and test/ folders of classes (as FER2013 does)."""
     return (root / "train").is_dir() and (root / "test").is_dir()
@@ -77,7 +86,7 @@ class EmotionDataModule(pl.LightningDataModule):
         image_size: int = 224,
         cache_dir: str | Path = "data/cache",
         batch_size: int = 32,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         augmentation: v2.Transform | None = None,
         train_label_shuffle_seed: int | None = None,
         face_crop: dict | None = None,
@@ -93,7 +102,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.image_size = image_size
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.augmentation = augmentation
         self.train_label_shuffle_seed = train_label_shuffle_seed
         self.face_crop = FaceCrop(**face_crop) if face_crop else None

@@ -6,7 +6,7 @@ import csv
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +93,26 @@ def skip_reason(error: BaseException, path: Path) -> str:
     if isinstance(error, PermissionError):
         return "not readable (permissions)"
     return "unreadable image"
+
+
+def find_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """The files named in `inputs`, folders expanded to their files (sorted, nested folders
+    included). Hidden files in folders are left out and logged with a count, as training does;
+    broken links are kept, so that they get an error row."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            listing = SkipReport()
+            found = list_class_files(item, listing)
+            files += sorted([*found, *listing.skipped.pop("broken link", [])])
+            listing.log_summary(item)
+        elif item.is_file() or item.is_symlink():
+            files.append(item)
+        else:
+            raise FileNotFoundError(
+                f"Input {item} does not exist (inputs=[...] takes image files and folders)."
+            )
+    return files
 
 
 def list_class_files(class_dir: Path, report: SkipReport) -> list[Path]:
