@@ -50,6 +50,8 @@ def interrupt_in_second_epoch(cwd: Path, run_dir: Path, sig: signal.Signals) -> 
     process = subprocess.Popen(
         command(cwd, f"hydra.run.dir={run_dir}"), cwd=cwd, env=environment(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # as in a terminal: a background job (CI) may inherit SIGINT ignored, and Python keeps it so
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while not (run_dir / "history.csv").is_file() and process.poll() is None and time.monotonic() < deadline:
