@@ -17,38 +17,22 @@ from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache, DecodedImage
 from emotionvision.data.dataset import EpochShuffle, ImageTensorDataset, apply_face_policy
-from emotionvision.data.duplicates import conflicting_groups, duplicate_groups
+from emotionvision.data.duplicates import conflicting_groups, duplicate_groups, merge_groups
 from emotionvision.data.faces import FaceCrop
+from emotionvision.data.folders import find_class_names, has_predefined_splits
 from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport, list_class_files
 from emotionvision.data.split import (
     SPLITS,
     check_stratifiable,
+    log_split_summary,
     read_manifest,
     stratified_group_split,
+    subject_groups,
     write_manifest,
 )
 from emotionvision.reporting.figures import face_sheet, save_png
 
 log = logging.getLogger(__name__)
-
-
-def find_class_names(root: Path, classes: list[str] | None) -> list[str]:
-    """Class names: `classes` as given, else the sorted sub-folders of root (or of root/train)."""
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"Data root {root} does not exist. Set data.root=PATH to a folder with one "
-            "sub-folder of images per class."
-        )
-    class_root = root / "train" if has_predefined_splits(root) else root
-    found = sorted(p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if classes is None:
-        if not found:
-            raise ValueError(f"{class_root} has no class sub-folders (expected root/<class>/<image>).")
-        return found
-    unknown = sorted(set(classes) - set(found))
-    if unknown:
-        raise ValueError(f"data.classes names {unknown}, not folders of {class_root} (found {found}).")
-    return list(classes)
 
 
 def default_num_workers() -> int:
@@ -57,11 +41,6 @@ def default_num_workers() -> int:
     at most 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return 0 if cores <= 2 else min(8, cores // 2)
-
-
-def has_predefined_splits(root: Path) -> bool:
-    """True when root ships its own train/ and test/ folders of classes (as FER2013 does)."""
-    return (root / "train").is_dir() and (root / "test").is_dir()
 
 
 class EmotionDataModule(pl.LightningDataModule):
@@ -82,7 +61,8 @@ class EmotionDataModule(pl.LightningDataModule):
         split_seed: int = 42,
         split_file: str | Path | None = None,
         manifest_path: str | Path | None = None,
-        near_duplicate_bits: int = 20,
+        near_duplicate_bits: int | None = 20,
+        group_by: str | None = None,
         image_size: int = 224,
         cache_dir: str | Path = "data/cache",
         batch_size: int = 32,
@@ -99,6 +79,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.split_file = Path(split_file) if split_file else None
         self.manifest_path = Path(manifest_path) if manifest_path else None
         self.near_duplicate_bits = near_duplicate_bits
+        self.group_by = group_by
         self.image_size = image_size
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
@@ -142,9 +123,12 @@ class EmotionDataModule(pl.LightningDataModule):
         label_array = np.asarray(labels)[index]
         self._check_classes_present(label_array)
         hashes = torch.stack([image.hash_bits for image in images]).numpy()
-        groups = duplicate_groups(hashes, self.near_duplicate_bits)
-        self._report_duplicates(kept_paths, label_array, groups)
+        groups = self._groups(kept_paths, label_array, hashes)
         splits = self._assign_splits(label_array, groups, preset_splits, index)
+        split_here = self.split_file is None and preset_splits[0] is None
+        log_split_summary(
+            label_array, groups, splits, self.split_ratios if split_here else None, self.class_names
+        )
         self.manifest = [
             (str(path), self.class_names[label], split, int(group), *self._box_column(image))
             for path, label, split, group, image in zip(
@@ -196,6 +180,17 @@ class EmotionDataModule(pl.LightningDataModule):
         empty = [name for i, name in enumerate(self.class_names) if counts.get(i, 0) == 0]
         if empty:
             raise ValueError(f"No readable images for classes {empty} under {self.root}.")
+
+    def _groups(self, paths: list[Path], labels: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Groups kept whole by the split: near-duplicates (unless near_duplicate_bits is None) merged
+        with the subjects of `group_by`."""
+        groups = np.arange(len(paths))
+        if self.near_duplicate_bits is not None:
+            groups = duplicate_groups(hashes, self.near_duplicate_bits)
+            self._report_duplicates(paths, labels, groups)
+        if self.group_by:
+            groups = merge_groups(groups, subject_groups(paths, self.group_by))
+        return groups
 
     def _report_duplicates(self, paths: list[Path], labels: np.ndarray, groups: np.ndarray) -> None:
         sizes = np.bincount(groups)

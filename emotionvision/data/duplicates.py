@@ -20,11 +20,26 @@ def duplicate_groups(hashes: np.ndarray, max_bits: int, chunk: int = 2048) -> np
         close_rows, close_cols = np.nonzero(distance <= max_bits)
         rows.append(close_rows + start)
         cols.append(close_cols)
-    row, col = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(row), dtype=np.int8), (row, col)), shape=(n, n))
+    return _components(n, np.concatenate(rows), np.concatenate(cols))
+
+
+def merge_groups(*groupings: np.ndarray) -> np.ndarray:
+    """Group ids joining images that share a group in any of `groupings` (e.g. duplicates and
+    subjects), transitively; numbered in order of first member."""
+    n = len(groupings[0])
+    firsts = []
+    for groups in groupings:
+        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        firsts.append(first[inverse])  # each image joined to its group's first member
+    return _components(n, np.tile(np.arange(n), len(groupings)), np.concatenate(firsts))
+
+
+def _components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Connected components of the graph of edges (rows[i], cols[i]), numbered in order of first member."""
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     _, components = connected_components(graph, directed=False)
     _, first_member, group_ids = np.unique(components, return_index=True, return_inverse=True)
-    rank = np.argsort(np.argsort(first_member))  # groups numbered in order of their first member
+    rank = np.argsort(np.argsort(first_member))
     return rank[group_ids].astype(np.int64)
 
 

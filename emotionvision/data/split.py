@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("path", "label", "split", "group")
@@ -88,3 +92,62 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
     if bad:
         raise ValueError(f"{path}: unknown split name '{bad[0]}' (expected one of {SPLITS}).")
     return rows
+
+
+def subject_groups(paths: list[Path], group_by: str) -> np.ndarray:
+    """A group id per image from `group_by`: a CSV file (columns path, group) or a regular expression
+    whose first capture group, searched in the file name, names the subject (e.g. '^(S\\d+)_')."""
+    if group_by.endswith(".csv"):
+        with Path(group_by).open(newline="") as handle:
+            table = {str(Path(row["path"]).resolve()): row["group"] for row in csv.DictReader(handle)}
+        names = [table.get(str(Path(path).resolve())) for path in paths]
+        missing = [path for path, name in zip(paths, names, strict=True) if name is None]
+        if missing:
+            raise ValueError(
+                f"data.group_by={group_by} has no row for {len(missing)} images, e.g. {missing[0]}."
+            )
+    else:
+        pattern = re.compile(group_by)
+        matches = [pattern.search(Path(path).name) for path in paths]
+        unmatched = [
+            path for path, match in zip(paths, matches, strict=True) if not match or not match.groups()
+        ]
+        if unmatched:
+            raise ValueError(
+                f"data.group_by='{group_by}' does not name a subject (first capture group) in the file name "
+                f"of {len(unmatched)} images, e.g. {Path(unmatched[0]).name}: fix the regular expression."
+            )
+        names = [match.group(1) for match in matches]
+    return np.unique(np.asarray(names, dtype=object), return_inverse=True)[1]
+
+
+def log_split_summary(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    splits: np.ndarray,
+    ratios: list[float] | None,
+    class_names: list[str],
+) -> None:
+    """Log the groups and per-class images of each split; with `ratios` (a split made here), warn when
+    a split's size is off its target share by more than 2 points of the total or one image per
+    class (whichever is larger)."""
+    shares = np.asarray(ratios or [0, 0, 0], dtype=np.float64) / np.sum(ratios or [1])
+    tolerance = max(0.02 * len(labels), len(class_names))
+    for split, share in zip(SPLITS, shares, strict=True):
+        members = splits == split
+        counts = np.bincount(labels[members], minlength=len(class_names))
+        per_class = ", ".join(f"{name} {count}" for name, count in zip(class_names, counts, strict=True))
+        log.info(
+            "%s: %d images in %d groups (%s)",
+            split,
+            members.sum(),
+            len(np.unique(groups[members])),
+            per_class,
+        )
+        target = share * len(labels)
+        if ratios and abs(members.sum() - target) > tolerance:
+            log.warning(
+                "The %s split holds %d images, %.0f off its target of %.0f (data.split_ratios=%s): groups "
+                "too large to share out evenly; fewer groups per split or other ratios may help.",
+                split, members.sum(), members.sum() - target, target, list(ratios),
+            )  # fmt: skip
