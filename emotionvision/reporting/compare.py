@@ -84,8 +84,15 @@ def _load_run(run_dir: Path) -> Run:
         seed=int(config[PAIRING_KEY]),
         metrics={name: value for name, value in metrics.items() if isinstance(value, float | int)},
         test_images=int(np.sum(metrics["test/confusion_matrix"])),
-        split_digest=hashlib.sha1(split.read_bytes()).hexdigest() if split.is_file() else None,
+        split_digest=split_digest(split) if split.is_file() else None,
     )
+
+
+def split_digest(manifest: Path) -> str:
+    """SHA-1 of the manifest's image, label and split columns (other columns, e.g. face boxes, aside)."""
+    with manifest.open(newline="") as handle:
+        rows = [(row["path"], row["label"], row["split"]) for row in csv.DictReader(handle)]
+    return hashlib.sha1(repr(rows).encode()).hexdigest()
 
 
 def _scalar(value: object) -> object:
