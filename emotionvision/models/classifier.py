@@ -198,5 +198,7 @@ def load_classifier(path: str | Path) -> EmotionClassifier:
             "hyper_parameters): pass a .ckpt file from a run's checkpoints/ folder."
         )
     model = EmotionClassifier(**(hparams | {"pretrained": False, "weights_path": None, "init_from": None}))
-    model.load_state_dict(checkpoint["state_dict"])
+    # checkpoints written before the loss became a module hold its class weights: not model state
+    state = {key: value for key, value in checkpoint["state_dict"].items() if key != "class_weights"}
+    model.load_state_dict(state)
     return model.eval()
