@@ -47,8 +47,8 @@ def evaluate(cfg: DictConfig) -> dict:
             cfg.data.cache_dir,
             size,
             source,
-            face_crop,
             model.class_names,
+            face_crop,
             skipped,
             cfg.data.max_image_pixels,
         )

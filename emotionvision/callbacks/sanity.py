@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from emotionvision.callbacks.report import batch_outputs, gather_outputs
+from emotionvision.reporting.metrics import confusion_matrix
 from emotionvision.reporting.sanity import overfit_batch_verdict, shuffled_labels_verdict
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class ShuffledLabelsCheck(Callback):
         """The final training accuracy (trainer.test starts with fresh logged metrics)."""
         self.train_acc = float(trainer.callback_metrics[self.train_metric])
 
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.outputs = []
+
     def on_test_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
@@ -51,9 +54,7 @@ class ShuffledLabelsCheck(Callback):
         gathered = gather_outputs(trainer, self.outputs)
         if not trainer.is_global_zero:
             return
-        k = gathered["probabilities"].shape[1]
-        pairs = gathered["targets"].numpy() * k + gathered["probabilities"].argmax(dim=1).numpy()
-        confusion = np.bincount(pairs, minlength=k * k).reshape(k, k)
+        confusion = confusion_matrix(gathered["probabilities"], gathered["targets"])
         if self.train_acc is None:
             raise ValueError("sanity=shuffled_labels judges a fitted model: run it with training, then test.")
         verdict = shuffled_labels_verdict(

@@ -100,8 +100,8 @@ def decoded_dataset(
     cache_dir: str | Path,
     size: int,
     source: str,
+    class_names: list[str],
     face_crop: FaceCrop | None = None,
-    class_names: list[str] | None = None,
     skipped: SkipReport | None = None,
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ImageTensorDataset:
@@ -115,8 +115,7 @@ def decoded_dataset(
     label_of = dict(samples)
     labels = [label_of[path] for path in paths]
     if face_crop is not None:
-        names = class_names or [str(i) for i in range(max(labels, default=0) + 1)]
-        paths, decoded, labels = apply_face_policy(paths, decoded, labels, face_crop, names, skipped)
+        paths, decoded, labels = apply_face_policy(paths, decoded, labels, face_crop, class_names, skipped)
     skipped.log_summary(source)
     if not paths:
         raise ValueError(f"None of the images of {source} could be decoded (see the skipped files above).")
