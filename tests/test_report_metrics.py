@@ -97,3 +97,39 @@ def test_classification_report_text_has_the_familiar_table(predictions, results)
     assert [float(v) for v in rows["weighted"][1:4]] == pytest.approx(
         [sk_report["weighted avg"][k] for k in ("precision", "recall", "f1-score")], abs=5e-4
     )
+
+
+def test_macro_averages_run_over_the_classes_with_images(predictions) -> None:
+    """Data holding only some of the model's classes (cross-data-set evaluation): macro averages over
+    those, as scikit-learn's with labels=present; the absent classes' recall, F1 and AUC are NaN."""
+    probabilities, targets = predictions
+    kept = np.isin(targets, [1, 3])  # happy and sad only; the model still predicts all four
+    probabilities, targets = probabilities[kept], targets[kept]
+    predicted = probabilities.argmax(axis=1)
+    assert set(predicted) - {1, 3}  # some predictions fall on the absent classes
+    results = report_results(*map(torch.from_numpy, (probabilities, targets)), CLASSES)
+    present = [1, 3]
+    expected = {
+        "acc": sk.accuracy_score(targets, predicted),
+        "balanced_acc": sk.recall_score(targets, predicted, labels=present, average="macro"),
+        "macro_f1": sk.f1_score(targets, predicted, labels=present, average="macro"),
+        "macro_precision": sk.precision_score(targets, predicted, labels=present, average="macro"),
+        "weighted_f1": sk.f1_score(targets, predicted, labels=present, average="weighted"),
+        "auroc": np.mean([sk.roc_auc_score(targets == c, probabilities[:, c]) for c in present]),
+    }
+    for name, value in expected.items():
+        assert results[name] == pytest.approx(value, abs=1e-5), name
+    for name in ("anger", "pain"):
+        assert results[f"support/{name}"] == 0
+        assert all(np.isnan(results[f"{metric}/{name}"]) for metric in ("recall", "f1", "auroc"))
+
+
+def test_one_class_has_no_roc_auc(predictions) -> None:
+    probabilities, targets = predictions
+    only_sad = targets == 3
+    results = report_results(
+        torch.from_numpy(probabilities[only_sad]), torch.from_numpy(targets[only_sad]), CLASSES
+    )
+    assert np.isnan(results["auroc"]) and np.isnan(results["auroc/sad"])
+    assert results["macro_f1"] == pytest.approx(results["f1/sad"])
+    assert results["balanced_acc"] == pytest.approx(results["acc"])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import (
@@ -20,14 +24,31 @@ CALIBRATION_BINS = 15
 
 def report_results(probabilities: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro-F1, macro ROC-AUC, log-loss, ECE, the macro and weighted
-    averages, and per class 'precision/', 'recall/', 'f1/', 'support/', 'auroc/<class>'."""
+    averages, and per class 'precision/', 'recall/', 'f1/', 'support/', 'auroc/<class>'.
+
+    Macro averages run over the classes with images (support > 0), as when data hold only some of
+    the model's classes: a class without images has no recall, F1 or ROC-AUC (NaN), while
+    predictions of it still count as mistakes (in accuracy, and in the recall of the true class).
+    A class's one-vs-rest ROC-AUC also needs images of another class (else NaN, and so is a macro
+    ROC-AUC without any)."""
     k = len(class_names)
+    support = torch.bincount(targets, minlength=k)
+    present = support > 0
+    per_class = {
+        "precision": multiclass_precision(probabilities, targets, k, average=None),
+        "recall": multiclass_recall(probabilities, targets, k, average=None),
+        "f1": multiclass_f1_score(probabilities, targets, k, average=None),
+        "auroc": _per_class_auroc(probabilities, targets, k),
+    }
+    for name in ("recall", "f1"):
+        per_class[name] = per_class[name].masked_fill(~present, float("nan"))
+    per_class["auroc"] = per_class["auroc"].masked_fill(~present | (support == len(targets)), float("nan"))
     results = {
         "acc": multiclass_accuracy(probabilities, targets, k, average="micro"),
-        "balanced_acc": multiclass_accuracy(probabilities, targets, k, average="macro"),
-        "macro_f1": multiclass_f1_score(probabilities, targets, k, average="macro"),
-        "auroc": multiclass_auroc(probabilities, targets, k, average="macro"),
-        "macro_precision": multiclass_precision(probabilities, targets, k, average="macro"),
+        "balanced_acc": per_class["recall"].nanmean(),
+        "macro_f1": per_class["f1"].nanmean(),
+        "auroc": per_class["auroc"].nanmean(),
+        "macro_precision": per_class["precision"][present].mean(),
         "weighted_precision": multiclass_precision(probabilities, targets, k, average="weighted"),
         "weighted_recall": multiclass_recall(probabilities, targets, k, average="weighted"),
         "weighted_f1": multiclass_f1_score(probabilities, targets, k, average="weighted"),
@@ -35,18 +56,25 @@ def report_results(probabilities: torch.Tensor, targets: torch.Tensor, class_nam
     }
     results = {name: float(value) for name, value in results.items()}
     results["log_loss"] = log_loss(probabilities, targets)
-    per_class = {
-        "precision": multiclass_precision(probabilities, targets, k, average=None),
-        "recall": multiclass_recall(probabilities, targets, k, average=None),
-        "f1": multiclass_f1_score(probabilities, targets, k, average=None),
-        "auroc": multiclass_auroc(probabilities, targets, k, average=None),
-    }
-    support = torch.bincount(targets, minlength=k)
     for index, class_name in enumerate(class_names):
         for name, values in per_class.items():
             results[f"{name}/{class_name}"] = float(values[index])
         results[f"support/{class_name}"] = int(support[index])
     return results
+
+
+def _per_class_auroc(probabilities: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    with _one_vs_rest_quiet():
+        return multiclass_auroc(probabilities, targets, k, average=None)
+
+
+@contextmanager
+def _one_vs_rest_quiet() -> Iterator[None]:
+    """Silence torchmetrics' warnings about classes without positive or negative samples: their ROC
+    curves are left out and their ROC-AUC is NaN."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
+        yield
 
 
 def confusion_matrix(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -56,7 +84,8 @@ def confusion_matrix(probabilities: torch.Tensor, targets: torch.Tensor) -> torc
 
 def roc_curves(probabilities: torch.Tensor, targets: torch.Tensor) -> tuple[list, list]:
     """One-vs-rest false and true positive rates of each class."""
-    fpr, tpr, _ = multiclass_roc(probabilities, targets, probabilities.shape[1])
+    with _one_vs_rest_quiet():
+        fpr, tpr, _ = multiclass_roc(probabilities, targets, probabilities.shape[1])
     return [values.numpy() for values in fpr], [values.numpy() for values in tpr]
 
 

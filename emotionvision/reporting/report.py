@@ -65,12 +65,7 @@ def write_report(
         "confusion_matrix": confusion_matrix_pair_figure(
             matrix.numpy(), class_names, f"{split} confusion matrix ({len(paths)} images)"
         ),
-        "roc_curves": roc_figure(
-            *roc_curves(probabilities, targets),
-            [results[f"auroc/{name}"] for name in class_names],
-            class_names,
-            f"{split} ROC curves, one-vs-rest (macro AUC {results['auroc']:.3f})",
-        ),
+        "roc_curves": _roc_figure(probabilities, targets, results, class_names, split),
         "reliability": reliability_figure(
             *(values.numpy() for values in calibration_bins(probabilities, targets)),
             results["ece"],
@@ -86,6 +81,20 @@ def write_report(
         split, results["acc"], results["macro_f1"], results["auroc"], len(paths), output_dir,
     )  # fmt: skip
     return report
+
+
+def _roc_figure(
+    probabilities: torch.Tensor, targets: torch.Tensor, results: dict, class_names: list[str], split: str
+) -> Figure:
+    """The one-vs-rest ROC curves of the classes that have one (images of it and of another class)."""
+    shown = [i for i, name in enumerate(class_names) if not np.isnan(results[f"auroc/{name}"])]
+    rates = [[curves[i] for i in shown] for curves in roc_curves(probabilities, targets)]
+    return roc_figure(
+        *rates,
+        [results[f"auroc/{class_names[i]}"] for i in shown],
+        [class_names[i] for i in shown],
+        f"{split} ROC curves, one-vs-rest (macro AUC {results['auroc']:.3f})",
+    )
 
 
 def write_training_section(
