@@ -47,10 +47,28 @@ def make_image_tree(
     return root
 
 
+def subject_tree(root: Path, subjects: int = 12, per_subject: int = 2) -> Path:
+    """root/<class>/S<subject>_<n>.png for classes anger, happy, sad: every subject shows every class
+    `per_subject` times (file names encode subjects, as in CK+)."""
+    for label, name in enumerate(("anger", "happy", "sad")):
+        (root / name).mkdir(parents=True)
+        rng = np.random.default_rng(label)
+        for subject in range(subjects):
+            for n in range(per_subject):
+                class_image(label, rng).save(root / name / f"S{subject:03d}_{n}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def make_tree() -> Callable[..., Path]:
     """The `make_image_tree` helper (tests get helpers as fixtures: tests/ is not a package)."""
     return make_image_tree
+
+
+@pytest.fixture(scope="session")
+def make_subject_tree() -> Callable[..., Path]:
+    """The `subject_tree` helper."""
+    return subject_tree
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def write_sweep(root: Path, gains: list[float], base: list[float] | None = None)
 
 
 def test_swept_keys_leave_out_seed_and_constant_overrides(tmp_path: Path) -> None:
-    runs = load_runs(write_sweep(tmp_path / "sweep", [0.01] * 3))
+    runs = load_runs([write_sweep(tmp_path / "sweep", [0.01] * 3)])
     assert swept_keys(runs) == ["augmentation"]
     assert [run.seed for run in runs] == [1, 2, 3, 1, 2, 3]
 
@@ -58,12 +58,12 @@ def test_jobs_are_read_in_numeric_order(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     for job in range(12):
         write_run(sweep / str(job), [f"optimizer.lr={job}e-4"], seed=0, acc=0.5)
-    assert [run.path.name for run in load_runs(sweep)] == [str(job) for job in range(12)]
+    assert [run.path.name for run in load_runs([sweep])] == [str(job) for job in range(12)]
 
 
 def test_consistent_gain_is_significant(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path / "sweep", [0.030, 0.025, 0.035, 0.028, 0.032])
-    report = compare(sweep, tmp_path / "out")
+    report = compare([sweep], tmp_path / "out")
     assert "| augmentation=none | 5 | 0.572 ± 0.019 |" in report
     assert "test/acc of augmentation=standard minus augmentation=none: +0.0300 over 5 paired seeds" in report
     assert "the difference is significant at the 5% level" in report
@@ -76,7 +76,7 @@ def test_consistent_gain_is_significant(tmp_path: Path) -> None:
 
 def test_gain_within_seed_noise_is_not_significant(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path / "sweep", [0.04, -0.03, 0.02, -0.035, 0.011])
-    report = compare(sweep, tmp_path / "out")
+    report = compare([sweep], tmp_path / "out")
     assert "test/acc of augmentation=standard minus augmentation=none: +0.0012" in report
     assert "not significant at the 5% level" in report
     # the original study's 57.8% vs 58.4% on 172 images: test-set noise alone spans ~15 points
@@ -86,7 +86,7 @@ def test_gain_within_seed_noise_is_not_significant(tmp_path: Path) -> None:
 
 def test_outputs_table_csv_figure_and_tensorboard_hparams(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path / "sweep", [0.01, 0.02, 0.0])
-    compare(sweep, tmp_path / "out")
+    compare([sweep], tmp_path / "out")
     out = tmp_path / "out"
     assert {p.name for p in out.iterdir()} >= {
         "compare.md",
@@ -111,7 +111,7 @@ def test_outputs_table_csv_figure_and_tensorboard_hparams(tmp_path: Path) -> Non
 def test_runs_on_different_splits_are_flagged(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path / "sweep", [0.01, 0.02])
     (sweep / "3/split.csv").write_text("path,label,split,group\nother,b,test,0\n")
-    assert "WARNING: the runs do not share one split" in compare(sweep, tmp_path / "out")
+    assert "WARNING: the runs do not share one split" in compare([sweep], tmp_path / "out")
 
 
 def test_paired_difference_without_pairs_says_so() -> None:

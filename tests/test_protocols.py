@@ -14,26 +14,6 @@ import pytest
 from emotionvision.data import EmotionDataModule
 from emotionvision.data.duplicates import merge_groups
 
-CLASSES = ("anger", "happy", "sad")
-
-
-def subject_tree(root: Path, class_image, subjects: int = 12, per_subject: int = 2) -> Path:
-    """root/<class>/S<subject>_<n>.png: every subject shows every class `per_subject` times."""
-    for label, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True)
-        rng = np.random.default_rng(label)
-        for subject in range(subjects):
-            for n in range(per_subject):
-                class_image(label, rng).save(root / name / f"S{subject:03d}_{n}.png")
-    return root
-
-
-@pytest.fixture
-def class_image():
-    from conftest import class_image
-
-    return class_image
-
 
 def split_of_subjects(module: EmotionDataModule) -> dict[str, set[str]]:
     splits = defaultdict(set)
@@ -42,8 +22,8 @@ def split_of_subjects(module: EmotionDataModule) -> dict[str, set[str]]:
     return splits
 
 
-def test_group_by_keeps_every_subject_in_one_split(tmp_path: Path, class_image, caplog) -> None:
-    root = subject_tree(tmp_path / "images", class_image)
+def test_group_by_keeps_every_subject_in_one_split(tmp_path: Path, make_subject_tree, caplog) -> None:
+    root = make_subject_tree(tmp_path / "images")
     common = {"image_size": 16, "cache_dir": tmp_path / "cache", "num_workers": 0}
     plain = EmotionDataModule(root, **common)
     plain.setup()
@@ -60,8 +40,8 @@ def test_group_by_keeps_every_subject_in_one_split(tmp_path: Path, class_image, 
     assert "train: " in caplog.text and " groups (anger " in caplog.text  # groups and classes per split
 
 
-def test_group_by_table_and_bad_patterns(tmp_path: Path, class_image) -> None:
-    root = subject_tree(tmp_path / "images", class_image)
+def test_group_by_table_and_bad_patterns(tmp_path: Path, make_subject_tree) -> None:
+    root = make_subject_tree(tmp_path / "images")
     table = tmp_path / "subjects.csv"
     with table.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -76,16 +56,16 @@ def test_group_by_table_and_bad_patterns(tmp_path: Path, class_image) -> None:
         bad.setup()
 
 
-def test_the_ratio_warning_fires_when_groups_are_too_large(tmp_path: Path, class_image, caplog) -> None:
-    root = subject_tree(tmp_path / "images", class_image, subjects=4, per_subject=5)  # 4 big groups
+def test_the_ratio_warning_fires_when_groups_are_too_large(tmp_path: Path, make_subject_tree, caplog) -> None:
+    root = make_subject_tree(tmp_path / "images", subjects=4, per_subject=5)  # 4 big groups
     module = EmotionDataModule(root, image_size=16, cache_dir=tmp_path / "cache", group_by=r"^(S\d+)_")
     with caplog.at_level(logging.WARNING, logger="emotionvision"):
         module.setup()
     assert "off its target" in caplog.text
 
 
-def test_near_duplicate_grouping_can_be_turned_off(tmp_path: Path, class_image, caplog) -> None:
-    root = subject_tree(tmp_path / "images", class_image)
+def test_near_duplicate_grouping_can_be_turned_off(tmp_path: Path, make_subject_tree, caplog) -> None:
+    root = make_subject_tree(tmp_path / "images")
     with caplog.at_level(logging.INFO, logger="emotionvision"):
         EmotionDataModule(root, image_size=16, cache_dir=tmp_path / "cache", near_duplicate_bits=None).setup()
     assert "Duplicate groups" not in caplog.text

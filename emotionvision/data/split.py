@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emotionvision.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -23,29 +25,66 @@ def _group_labels(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return votes.argmax(axis=1)
 
 
-def stratified_group_split(
-    labels: np.ndarray, groups: np.ndarray, ratios: list[float], seed: int
-) -> np.ndarray:
-    """Split names per image; each group goes whole to one split, and every class is shared out
-    by `ratios` (train, val, test fractions; a zero fraction gets nothing). Deterministic in
-    `seed`. Each class's groups are dealt to the split furthest below its target count."""
+def deal_groups(labels: np.ndarray, groups: np.ndarray, ratios: list[float], seed: int) -> np.ndarray:
+    """A part index per image; each group goes whole to one part, and every class is shared out by
+    `ratios` (a zero fraction gets nothing). Deterministic in `seed`. Each class's groups (a group
+    counts as its majority class) are dealt to the part furthest below its target count."""
     ratios_array = np.asarray(ratios, dtype=np.float64) / np.sum(ratios)
     group_label = _group_labels(groups, labels)
     group_size = np.bincount(groups)
     rng = np.random.default_rng(seed)
-    group_split = np.zeros(len(group_size), dtype=np.int64)
+    group_part = np.zeros(len(group_size), dtype=np.int64)
     for label in np.unique(labels):
         class_groups = rng.permutation(np.flatnonzero(group_label == label))
         target = ratios_array * group_size[class_groups].sum()
-        assigned = np.zeros(len(SPLITS))
+        assigned = np.zeros(len(ratios_array))
         for group in class_groups:
-            # every split with a share gets one group first, then the one furthest below its target
+            # every part with a share gets one group first, then the one furthest below its target
             empty = (target > 0) & (assigned == 0)
             shortfall = np.where(empty if empty.any() else target > 0, target - assigned, -np.inf)
             choice = int(np.argmax(shortfall))
-            group_split[group] = choice
+            group_part[group] = choice
             assigned[choice] += group_size[group]
-    return np.array(SPLITS)[group_split[groups]]
+    return group_part[groups]
+
+
+def stratified_group_split(
+    labels: np.ndarray, groups: np.ndarray, ratios: list[float], seed: int
+) -> np.ndarray:
+    """Split names per image (`ratios`: train, val, test fractions), dealt by `deal_groups`."""
+    return np.array(SPLITS)[deal_groups(labels, groups, ratios, seed)]
+
+
+def carve_validation(labels: np.ndarray, groups: np.ndarray, ratios: list[float], seed: int) -> np.ndarray:
+    """'train' or 'val' per image of a training part, by the train and val shares of `ratios`."""
+    _, part_groups = np.unique(groups, return_inverse=True)
+    return stratified_group_split(labels, part_groups, [ratios[0], ratios[1], 0.0], seed)
+
+
+def fold_parts(labels: np.ndarray, groups: np.ndarray, folds: int | str, seed: int) -> np.ndarray:
+    """The fold of each image: `folds` stratified group-aware folds, or one fold per group ('loso')."""
+    _, dense_groups = np.unique(groups, return_inverse=True)
+    if folds == "loso":
+        return dense_groups
+    return deal_groups(labels, dense_groups, [1.0] * int(folds), seed)
+
+
+def fold_splits(
+    labels: np.ndarray, groups: np.ndarray, folds: int | str, fold: int, ratios: list[float], seed: int
+) -> np.ndarray:
+    """Split names of cross-validation fold `fold`: it is the test split, and validation is carved
+    from the other folds by the train and val shares of `ratios`."""
+    splits = np.full(len(labels), "test", dtype=object)
+    rest = fold_parts(labels, groups, folds, seed) != fold
+    splits[rest] = carve_validation(labels[rest], groups[rest], ratios, seed)
+    return splits.astype(str)
+
+
+def fold_ratios(folds: int, ratios: list[float]) -> list[float]:
+    """The train, val and test shares of one of `folds` folds, validation carved as `ratios` say."""
+    train, val = ratios[0] / (ratios[0] + ratios[1]), ratios[1] / (ratios[0] + ratios[1])
+    rest = 1 - 1 / folds
+    return [rest * train, rest * val, 1 / folds]
 
 
 def check_stratifiable(
@@ -58,7 +97,7 @@ def check_stratifiable(
         members = labels == label
         num_images, num_groups = int(members.sum()), len(np.unique(groups[members]))
         if num_groups < needed_splits or num_images * shares[shares > 0].min() < 0.5:
-            raise ValueError(
+            raise UsageError(
                 f"Class '{name}' under {root} has {num_images} images in {num_groups} distinct "
                 f"(non-duplicate) groups: too few to stratify into splits {list(ratios)}. "
                 "Add images, drop the class with data.classes=[...], or change data.split_ratios."
@@ -78,19 +117,19 @@ def write_manifest(path: Path, rows: list[tuple]) -> None:
 def read_manifest(path: Path) -> list[dict[str, str]]:
     """Rows of a split manifest; ValueError naming the file when it is not one."""
     if not path.is_file():
-        raise FileNotFoundError(f"Split manifest {path} does not exist (data.split_file).")
+        raise UsageError(f"Split manifest {path} does not exist (data.split_file).")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"{path} is not a split manifest: columns {sorted(missing)} are missing "
                 f"(expected {', '.join(MANIFEST_COLUMNS)})."
             )
         rows = list(reader)
     bad = [row["split"] for row in rows if row["split"] not in SPLITS]
     if bad:
-        raise ValueError(f"{path}: unknown split name '{bad[0]}' (expected one of {SPLITS}).")
+        raise UsageError(f"{path}: unknown split name '{bad[0]}' (expected one of {SPLITS}).")
     return rows
 
 
@@ -103,7 +142,7 @@ def subject_groups(paths: list[Path], group_by: str) -> np.ndarray:
         names = [table.get(str(Path(path).resolve())) for path in paths]
         missing = [path for path, name in zip(paths, names, strict=True) if name is None]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"data.group_by={group_by} has no row for {len(missing)} images, e.g. {missing[0]}."
             )
     else:
@@ -113,7 +152,7 @@ def subject_groups(paths: list[Path], group_by: str) -> np.ndarray:
             path for path, match in zip(paths, matches, strict=True) if not match or not match.groups()
         ]
         if unmatched:
-            raise ValueError(
+            raise UsageError(
                 f"data.group_by='{group_by}' does not name a subject (first capture group) in the file name "
                 f"of {len(unmatched)} images, e.g. {Path(unmatched[0]).name}: fix the regular expression."
             )

@@ -36,6 +36,36 @@ def confusion_matrix_pair_figure(matrix: np.ndarray, class_names: list[str], tit
     return figure
 
 
+def cross_validation_figure(
+    values: dict[str, list[float]], matrix: np.ndarray, class_names: list[str], title: str
+) -> Figure:
+    """Left: each metric's value per fold (points) and mean ± std (bar); right: the pooled confusion
+    matrix as shares of each true class."""
+    size = 1.0 + 0.8 * len(class_names)
+    figure, (metric_axes, matrix_axes) = plt.subplots(
+        1, 2, figsize=(size + 7, size + 1), layout="constrained", width_ratios=[2, 3]
+    )
+    for position, fold_values in enumerate(values.values()):
+        metric_axes.errorbar(
+            position,
+            np.mean(fold_values),
+            yerr=np.std(fold_values, ddof=1) if len(fold_values) > 1 else 0,
+            fmt="_",
+            markersize=24,
+            capsize=6,
+            color="#3182bd",
+        )
+        jitter = np.linspace(-0.15, 0.15, len(fold_values))
+        metric_axes.scatter(position + jitter, fold_values, s=14, color="#6baed6", alpha=0.8)
+    metric_axes.set_xticks(range(len(values)), list(values))
+    metric_axes.set_ylim(0, 1)
+    metric_axes.set_title(f"per fold (points), mean ± std ({len(next(iter(values.values())))} folds)")
+    _draw_confusion_matrix(figure, matrix_axes, matrix, class_names, as_share=True)
+    matrix_axes.set_title(f"pooled confusion matrix ({int(matrix.sum())} images)")
+    figure.suptitle(f"cross-validation {title}")
+    return figure
+
+
 def _draw_confusion_matrix(
     figure: Figure, axes: plt.Axes, matrix: np.ndarray, class_names: list[str], as_share: bool
 ) -> None:

@@ -31,6 +31,7 @@ class PairedDifference:
     t_pvalue: float
     wilcoxon_pvalue: float
     confidence: float
+    unit: str = "seeds"
 
     @property
     def significant(self) -> bool:
@@ -41,13 +42,13 @@ class PairedDifference:
         """A plain statement of the difference, its interval and whether it is significant."""
         change = f"{self.metric} of {self.treatment} minus {self.reference}: {self.mean:+.4f}"
         if self.pairs < 2:
-            return f"{change} from {self.pairs} pair: at least two paired seeds are needed for a test."
+            return f"{change} from {self.pairs} pair: at least two paired {self.unit} are needed for a test."
         if np.isnan(self.t_pvalue):
-            return f"{change} in each of {self.pairs} paired seeds: with no spread, no test applies."
+            return f"{change} in each of {self.pairs} paired {self.unit}: with no spread, no test applies."
         level = f"{1 - self.confidence:.0%}"
         verdict = "significant" if self.significant else "not significant"
         return (
-            f"{change} over {self.pairs} paired seeds ({self.confidence:.0%} bootstrap CI "
+            f"{change} over {self.pairs} paired {self.unit} ({self.confidence:.0%} bootstrap CI "
             f"{self.ci_low:+.4f} to {self.ci_high:+.4f}; paired t-test p = {self.t_pvalue:.3g}): "
             f"the difference is {verdict} at the {level} level."
         )
@@ -61,8 +62,10 @@ def paired_difference(
     treatment_values: np.ndarray,
     confidence: float = 0.95,
     seed: int = 0,
+    unit: str = "seeds",
 ) -> PairedDifference:
-    """Compare two variants run with the same seeds (values in seed order, one per seed)."""
+    """Compare two variants run in pairs (values in pair order, one per pair: seeds, or folds of a
+    cross-validation, named by `unit`)."""
     differences = np.asarray(treatment_values, dtype=float) - np.asarray(reference_values, dtype=float)
     ci_low = ci_high = t_pvalue = wilcoxon_pvalue = float("nan")
     if len(differences) >= 2 and np.ptp(differences) > 0:
@@ -83,4 +86,5 @@ def paired_difference(
         t_pvalue,
         wilcoxon_pvalue,
         confidence,
+        unit,
     )

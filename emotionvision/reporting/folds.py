@@ -1,0 +1,111 @@
+"""The summary of a cross-validation: per-fold test metrics, their mean and spread, the pooled
+confusion matrix and a figure (from each fold run's metrics.json)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from emotionvision.reporting.figures import cross_validation_figure, save_png
+from emotionvision.reporting.statistics import wilson_interval
+
+log = logging.getLogger(__name__)
+
+FOLD_METRICS = ("test/acc", "test/macro_f1", "test/auroc")
+
+
+def read_folds(fold_dirs: list[Path]) -> list[tuple[Path, dict]]:
+    """(run directory, metrics.json) of each fold that finished testing; the others are logged."""
+    finished = []
+    for fold_dir in fold_dirs:
+        metrics_path = fold_dir / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        if "test/confusion_matrix" in metrics:
+            finished.append((fold_dir, metrics))
+        else:
+            log.warning("Fold %s has no test metrics (failed, unfinished or test=false): left out.", fold_dir)
+    return finished
+
+
+def class_names_of(metrics: dict) -> list[str]:
+    """The classes of a run's report, in order (its 'test/support/<class>' entries)."""
+    return [name.removeprefix("test/support/") for name in metrics if name.startswith("test/support/")]
+
+
+def cv_summary(folds: list[tuple[Path, dict]]) -> dict:
+    """Per-fold values, mean, standard deviation, minimum and maximum of each metric, and the
+    confusion matrix pooled over folds with its accuracy."""
+    pooled = np.sum([np.asarray(metrics["test/confusion_matrix"]) for _, metrics in folds], axis=0)
+    summary: dict = {
+        "folds": len(folds),
+        "classes": class_names_of(folds[0][1]),
+        "runs": [str(fold_dir) for fold_dir, _ in folds],
+        "test_images": [int(np.sum(metrics["test/confusion_matrix"])) for _, metrics in folds],
+        "pooled_confusion_matrix": pooled.tolist(),
+        "pooled_acc": float(np.trace(pooled) / pooled.sum()),
+    }
+    for metric in FOLD_METRICS:
+        values = np.array([metrics[metric] for _, metrics in folds], dtype=np.float64)
+        summary[metric] = {
+            "values": values.tolist(),
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
+    return summary
+
+
+def cv_markdown(summary: dict) -> str:
+    """The summary as a markdown table and notes."""
+    lines = [
+        f"# Cross-validation: {summary['folds']} folds, {sum(summary['test_images'])} test images",
+        "",
+        "| metric | mean ± std over folds | min | max |",
+        "| --- | --- | --- | --- |",
+    ]
+    for metric in FOLD_METRICS:
+        values = summary[metric]
+        lines.append(
+            f"| {metric.removeprefix('test/')} | {values['mean']:.3f} ± {values['std']:.3f} "
+            f"| {values['min']:.3f} | {values['max']:.3f} |"
+        )
+    total = sum(summary["test_images"])
+    low, high = wilson_interval(round(summary["pooled_acc"] * total), total)
+    lines += [
+        "",
+        f"Pooled over folds (every image tested once): accuracy {summary['pooled_acc']:.3f} on {total} "
+        f"images (95% Wilson interval {low:.3f}-{high:.3f}); confusion matrix in cv_summary.png.",
+        "",
+        "The spread over folds shows how much one held-out split's result depends on which images it "
+        "holds; folds share training images, so it is no independent-sample interval.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_cv_summary(output_dir: Path, fold_dirs: list[Path]) -> str:
+    """Write cv_summary.md, cv_summary.json, cv_folds.csv and cv_summary.png; return the markdown."""
+    folds = read_folds(fold_dirs)
+    if not folds:
+        raise FileNotFoundError(f"No fold under {output_dir} finished testing: nothing to summarise.")
+    summary = cv_summary(folds)
+    report = cv_markdown(summary)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "cv_summary.md").write_text(report)
+    (output_dir / "cv_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with (output_dir / "cv_folds.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["run", "test_images", *FOLD_METRICS])
+        for index, run in enumerate(summary["runs"]):
+            values = [summary[metric]["values"][index] for metric in FOLD_METRICS]
+            writer.writerow([run, summary["test_images"][index], *values])
+    values = {metric.removeprefix("test/"): summary[metric]["values"] for metric in FOLD_METRICS}
+    figure = cross_validation_figure(
+        values, np.asarray(summary["pooled_confusion_matrix"]), summary["classes"], output_dir.name
+    )
+    save_png(figure, output_dir / "cv_summary.png")
+    return report

@@ -1,0 +1,137 @@
+"""Cross-validation: stratified group-aware folds and leave-one-group-out, the fold run mode of
+emotionvision-train (a job per fold, under any launcher) with its summary, and fold-paired comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emotionvision.data import EmotionDataModule
+from emotionvision.errors import UsageError
+
+BIN = Path(sys.executable).parent
+SUBJECT = r"^(S\d+)_"
+
+
+def subject(path: str) -> str:
+    return Path(path).name.split("_")[0]
+
+
+def fold_module(root: Path, cache: Path, **options) -> EmotionDataModule:
+    module = EmotionDataModule(
+        root, image_size=16, cache_dir=cache, num_workers=0, group_by=SUBJECT, **options
+    )
+    module.setup()
+    return module
+
+
+def test_folds_are_subject_disjoint_and_test_every_image_once(tmp_path: Path, make_subject_tree) -> None:
+    root = make_subject_tree(tmp_path / "images", subjects=9)
+    tested: list[str] = []
+    for fold in range(3):
+        module = fold_module(root, tmp_path / "cache", folds=3, fold=fold)
+        splits_of_subject = defaultdict(set)
+        for path, _, split, *_ in module.manifest:
+            splits_of_subject[subject(path)].add(split)
+        assert all(len(splits) == 1 for splits in splits_of_subject.values())
+        assert {split for splits in splits_of_subject.values() for split in splits} == {
+            "train",
+            "val",
+            "test",
+        }
+        tested += [path for path, _, split, *_ in module.manifest if split == "test"]
+    assert sorted(tested) == sorted(str(path) for path in root.rglob("*.png"))  # each image once
+
+
+def test_loso_leaves_out_one_subject_per_fold(tmp_path: Path, make_subject_tree) -> None:
+    root = make_subject_tree(tmp_path / "images", subjects=5)
+    module = EmotionDataModule(
+        root, image_size=16, cache_dir=tmp_path / "cache", group_by=SUBJECT, folds="loso", fold=0
+    )
+    assert module.fold_count() == 5
+    held_out = set()
+    for fold in range(5):
+        module = fold_module(root, tmp_path / "cache", folds="loso", fold=fold)
+        (test_subject,) = {subject(path) for path, _, split, *_ in module.manifest if split == "test"}
+        assert test_subject not in {
+            subject(path) for path, _, split, *_ in module.manifest if split != "test"
+        }
+        held_out.add(test_subject)
+    assert len(held_out) == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"folds": "loso", "fold": 0, "group_by": None},
+            "data.folds=loso leaves one group out: set data.group_by",
+        ),
+        ({"folds": 1, "fold": 0}, "data.folds=1: give a number of folds of 2 or more, or loso."),
+        ({"folds": 3, "fold": 3}, "data.fold=3: data.folds=3 has no such fold"),
+    ],
+)
+def test_fold_options_are_checked(tmp_path: Path, make_subject_tree, options: dict, message: str) -> None:
+    root = make_subject_tree(tmp_path / "images", subjects=6)
+    module = EmotionDataModule(
+        root, image_size=16, cache_dir=tmp_path / "cache", **{"group_by": SUBJECT} | options
+    )
+    with pytest.raises(UsageError, match=message.replace(".", r"\.")):
+        module.setup()
+
+
+def train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "EMOTIONVISION_ROOT"}
+    command = [str(BIN / "emotionvision-train"), *args]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def test_three_folds_end_to_end_write_the_summary(
+    tmp_path: Path, make_subject_tree, quick_run_overrides
+) -> None:
+    """`emotionvision-train data.folds=3` (no -m): a job per fold in fold<k>/, then the summary."""
+    root = make_subject_tree(tmp_path / "images", subjects=6)
+    data = ["data=folder", f"data.root={root}", "data.folds=3", f"data.group_by='{SUBJECT}'"]
+    train([*data, *quick_run_overrides], tmp_path)
+    (sweep_dir,) = (tmp_path / "logs/train/multiruns").iterdir()
+    folds = [json.loads((sweep_dir / f"fold{k}/metrics.json").read_text()) for k in range(3)]
+    summary = json.loads((sweep_dir / "cv_summary.json").read_text())
+    assert summary["folds"] == 3 and summary["classes"] == ["anger", "happy", "sad"]
+    assert summary["test/acc"]["values"] == [fold["test/acc"] for fold in folds]
+    assert summary["test/macro_f1"]["mean"] == pytest.approx(
+        np.mean([fold["test/macro_f1"] for fold in folds])
+    )
+    pooled = np.sum([fold["test/confusion_matrix"] for fold in folds], axis=0)
+    assert summary["pooled_confusion_matrix"] == pooled.tolist() and pooled.sum() == 36  # every image once
+    assert "| acc |" in (sweep_dir / "cv_summary.md").read_text()
+    assert (sweep_dir / "cv_summary.png").stat().st_size > 0
+
+
+def test_folds_of_two_variants_under_joblib_compare_fold_by_fold(
+    tmp_path: Path, make_subject_tree, quick_run_overrides
+) -> None:
+    """A swept variant times the folds, run by the joblib launcher: variant/fold<k> directories, a
+    summary per variant, and emotionvision-compare pairs the variants fold by fold."""
+    root = make_subject_tree(tmp_path / "images", subjects=4)
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.001,0.0001"]
+    data = ["data=folder", f"data.root={root}", "data.folds=2", f"data.group_by='{SUBJECT}'"]
+    train([*args, *data, *quick_run_overrides], tmp_path)
+    (sweep_dir,) = (tmp_path / "logs/train/multiruns").iterdir()
+    for variant in ("optimizer.lr=0.001", "optimizer.lr=0.0001"):
+        assert sorted(path.name for path in (sweep_dir / variant).glob("fold*")) == ["fold0", "fold1"]
+        assert json.loads((sweep_dir / variant / "cv_summary.json").read_text())["folds"] == 2
+    compare = subprocess.run(
+        [str(BIN / "emotionvision-compare"), str(sweep_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    assert "over 2 paired folds" in compare.stdout or "2 paired folds: with no spread" in compare.stdout
+    assert "Each fold's runs used the same split (2 folds, 24 test images in all)" in compare.stdout
