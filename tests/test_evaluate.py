@@ -169,12 +169,13 @@ def test_overfitting_summary_by_hand() -> None:
 def test_data_split_selects_the_images_of_the_manifest(run_dir: Path) -> None:
     manifest = run_dir / "split.csv"
     rows = read_manifest(manifest)
-    classes = sorted({row["label"] for row in rows})
-    samples = {split: evaluate.manifest_samples(manifest, split, classes) for split in (*SPLITS, "all")}
-    assert len(samples["all"]) == len(rows) == sum(len(samples[split]) for split in SPLITS)
+    files = {split: evaluate.manifest_files(manifest, split) for split in (*SPLITS, "all")}
+    counts = {split: sum(map(len, files[split].values())) for split in files}
+    assert counts["all"] == len(rows) == sum(counts[split] for split in SPLITS)
     for split in SPLITS:
-        expected = [(Path(row["path"]), classes.index(row["label"])) for row in rows if row["split"] == split]
-        assert samples[split] == expected
+        for label, paths in files[split].items():
+            expected = [Path(row["path"]) for row in rows if (row["split"], row["label"]) == (split, label)]
+            assert paths == expected
 
 
 def test_eval_of_another_folder(run_dir: Path, tmp_path: Path) -> None:
@@ -191,12 +192,16 @@ def test_eval_of_another_folder(run_dir: Path, tmp_path: Path) -> None:
     assert {name: report[f"all/support/{name}"] for name in counts} == counts
 
 
-def test_eval_names_classes_the_checkpoint_does_not_know(run_dir: Path, tmp_path: Path) -> None:
+def test_eval_names_data_it_cannot_evaluate(run_dir: Path, tmp_path: Path) -> None:
     (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
     for name in ("anger", "contempt"):
         (tmp_path / "tree" / name).mkdir(parents=True)
     cfg = compose_eval(tmp_path, f"ckpt_path={best}", f"data.root={tmp_path}/tree")
-    with pytest.raises(ValueError, match=r"\['contempt'\] that the checkpoint does not know"):
+    with pytest.raises(ValueError, match=r"holds no image of the classes \['anger'\]"):
         evaluate.evaluate(cfg)
+    for split in ("train", "test"):
+        (tmp_path / "fer" / split / "anger").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"holds train/ and test/ folders: point data.root at one"):
+        evaluate.evaluate(compose_eval(tmp_path, f"ckpt_path={best}", f"data.root={tmp_path}/fer"))
     with pytest.raises(ValueError, match=r"data\.split=dev"):
         evaluate.evaluate(compose_eval(tmp_path, f"ckpt_path={best}", "data.split=dev"))

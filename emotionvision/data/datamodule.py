@@ -19,8 +19,13 @@ from emotionvision.data.cache import DecodeCache, DecodedImage
 from emotionvision.data.dataset import EpochShuffle, ImageTensorDataset, apply_face_policy
 from emotionvision.data.duplicates import conflicting_groups, duplicate_groups, merge_groups
 from emotionvision.data.faces import FaceCrop
-from emotionvision.data.folders import find_class_names, has_predefined_splits
-from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport, list_class_files
+from emotionvision.data.folders import (
+    checked_class_map,
+    class_files,
+    find_class_names,
+    has_predefined_splits,
+)
+from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport
 from emotionvision.data.split import (
     SPLITS,
     check_stratifiable,
@@ -30,6 +35,7 @@ from emotionvision.data.split import (
     subject_groups,
     write_manifest,
 )
+from emotionvision.errors import UsageError
 from emotionvision.reporting.figures import face_sheet, save_png
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self,
         root: str | Path,
         classes: list[str] | None = None,
+        class_map: dict[str, str] | None = None,
         split_ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
         split_seed: int = 42,
         split_file: str | Path | None = None,
@@ -89,11 +96,12 @@ class EmotionDataModule(pl.LightningDataModule):
         self.face_crop = FaceCrop(**face_crop) if face_crop else None
         self.max_image_pixels = max_image_pixels
         self.skipped = SkipReport()
+        self.class_map = checked_class_map(class_map)
         if self.split_file is not None:
-            manifest_labels = sorted({row["label"] for row in read_manifest(self.split_file)})
+            manifest_labels = sorted({row["label"] for row in self._manifest_rows()})
             self.class_names = list(classes) if classes else manifest_labels
         else:
-            self.class_names = find_class_names(self.root, classes)
+            self.class_names = find_class_names(self.root, classes, self.class_map)
         self.datasets: dict[str, ImageTensorDataset] = {}
         self.manifest: list[tuple[str, str, str, int]] = []
 
@@ -151,18 +159,25 @@ class EmotionDataModule(pl.LightningDataModule):
             folders = [(self.root / "train", "train"), (self.root / "test", "test")]
         paths, labels, preset = [], [], []
         for folder, split in folders:
-            for label, name in enumerate(self.class_names):
-                class_dir = folder / name
-                files = list_class_files(class_dir, report) if class_dir.is_dir() else []
+            files_of = class_files(folder, report, self.class_map, self.class_names)
+            for label, (name, files) in enumerate(files_of.items()):
                 if not files:
-                    raise ValueError(f"Class folder {class_dir} holds no files: add images or drop it.")
+                    raise UsageError(
+                        f"{folder} holds no files of class {name}: add images, or pick the classes to "
+                        "train on with data.classes."
+                    )
                 paths += files
                 labels += [label] * len(files)
                 preset += [split] * len(files)
         return paths, labels, preset
 
+    def _manifest_rows(self) -> list[dict[str, str]]:
+        """The rows of `split_file`, labels renamed by the class map."""
+        rows = read_manifest(self.split_file)
+        return [row | {"label": self.class_map.get(row["label"], row["label"])} for row in rows]
+
     def _list_from_manifest(self) -> tuple[list[Path], list[int], list[str | None]]:
-        rows = [row for row in read_manifest(self.split_file) if row["label"] in self.class_names]
+        rows = [row for row in self._manifest_rows() if row["label"] in self.class_names]
         missing = [row["path"] for row in rows if not Path(row["path"]).is_file()]
         if missing:
             raise FileNotFoundError(

@@ -1,27 +1,88 @@
-"""Class folders: a data root holds root/<class>/<image>, or train/ and test/ folders of classes."""
+"""Class folders: a data root holds root/<class>/<image>, or train/ and test/ folders of classes.
+A class map ({folder: class}) renames folders; several folders may map to one class."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 
+from emotionvision.data.images import SkipReport, list_class_files
+from emotionvision.errors import UsageError
 
-def find_class_names(root: Path, classes: list[str] | None) -> list[str]:
-    """Class names: `classes` as given, else the sorted sub-folders of root (or of root/train)."""
+log = logging.getLogger(__name__)
+
+
+def find_class_names(
+    root: Path, classes: list[str] | None, class_map: Mapping[str, str] | None = None
+) -> list[str]:
+    """Class names: `classes` as given, else the sorted classes of root's (or root/train's) folders
+    after `class_map`."""
     if not root.is_dir():
         raise FileNotFoundError(
             f"Data root {root} does not exist. Set data.root=PATH to a folder with one "
             "sub-folder of images per class."
         )
     class_root = root / "train" if has_predefined_splits(root) else root
-    found = sorted(p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = list(class_folders(class_root, class_map, warn=True))
     if classes is None:
         if not found:
             raise ValueError(f"{class_root} has no class sub-folders (expected root/<class>/<image>).")
         return found
     unknown = sorted(set(classes) - set(found))
     if unknown:
-        raise ValueError(f"data.classes names {unknown}, not folders of {class_root} (found {found}).")
+        renamed = " after data.class_map" if class_map else ""
+        raise UsageError(
+            f"data.classes names {unknown}, not classes of {class_root}{renamed} (found {found}): "
+            "fix data.classes, or map folders to those names with data.class_map={folder: class}."
+        )
     return list(classes)
+
+
+def class_folders(
+    class_root: Path, class_map: Mapping[str, str] | None = None, warn: bool = False
+) -> dict[str, list[Path]]:
+    """Class name -> its folders, sorted by class: the sub-folders of `class_root` (hidden ones aside),
+    renamed by `class_map` ({folder: class}; folders it does not name keep their names). `warn`: log
+    the folders `class_map` names that `class_root` lacks."""
+    renames = checked_class_map(class_map)
+    folders = sorted(p for p in class_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unused = sorted(set(renames) - {folder.name for folder in folders})
+    if unused and warn:
+        log.warning("data.class_map names folders %s that %s does not have", unused, class_root)
+    by_class: dict[str, list[Path]] = {}
+    for folder in folders:
+        by_class.setdefault(renames.get(folder.name, folder.name), []).append(folder)
+    return dict(sorted(by_class.items()))
+
+
+def class_files(
+    class_root: Path,
+    report: SkipReport,
+    class_map: Mapping[str, str] | None = None,
+    classes: list[str] | None = None,
+    warn: bool = False,
+) -> dict[str, list[Path]]:
+    """Class name -> the files of its folders (see `class_folders` and `list_class_files`, which adds
+    hidden files and broken links to `report`); only `classes` (empty where missing) where given."""
+    folders = class_folders(class_root, class_map, warn)
+    return {
+        name: [path for folder in folders.get(name, []) for path in list_class_files(folder, report)]
+        for name in (folders if classes is None else classes)
+    }
+
+
+def checked_class_map(class_map: Mapping | None) -> dict[str, str]:
+    """`class_map` as {folder: class} strings (YAML may read a folder named 1 as a number); UsageError
+    for an entry without a class name."""
+    renames = {str(folder): name for folder, name in (class_map or {}).items()}
+    empty = [folder for folder, name in renames.items() if name is None or str(name).strip() == ""]
+    if empty:
+        raise UsageError(
+            f"data.class_map gives no class name for folders {empty}: write {{folder: class}}; "
+            "to leave a folder out, list the classes to keep in data.classes."
+        )
+    return {folder: str(name) for folder, name in renames.items()}
 
 
 def has_predefined_splits(root: Path) -> bool:
