@@ -267,3 +267,15 @@ def test_crosseval_names_a_bad_tree_in_one_line(tmp_path: Path) -> None:
     missing = compose_eval(tmp_path, *nowhere, name="crosseval")
     with pytest.raises(UsageError, match=r"^checkpoints.a=.*a.ckpt: no such file or folder; fix the path.$"):
         crosseval.crosseval(missing)
+
+
+def test_crosseval_cell_config_merges_class_maps(tmp_path: Path) -> None:
+    cfg = compose_eval(tmp_path, "data.class_map={sad: sadness, angry: anger}", name="crosseval")
+    spec = OmegaConf.create({"split_file": "run/split.csv", "class_map": {"sad": "x"}})
+    tree = crosseval.tree_spec("ck", spec)
+    cell = crosseval.cell_config(cfg, Path("a.ckpt"), tree, tmp_path / "cell")
+    assert (cell.data.root, cell.data.split_file, cell.data.split) == (None, "run/split.csv", "test")
+    assert cell.data.class_map == {"sad": "x", "angry": "anger"}  # the tree's own map wins
+    assert (cell.ckpt_path, cell.output_dir) == ("a.ckpt", str(tmp_path / "cell"))
+    plain = crosseval.cell_config(cfg, Path("a.ckpt"), crosseval.tree_spec("t", "/data/t"), tmp_path)
+    assert (plain.data.root, plain.data.split_file) == ("/data/t", None)
