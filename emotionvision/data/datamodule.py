@@ -22,6 +22,7 @@ from emotionvision.data.faces import FaceCrop
 from emotionvision.data.folders import (
     checked_class_map,
     class_files,
+    class_folders,
     find_class_names,
     has_predefined_splits,
 )
@@ -162,9 +163,10 @@ class EmotionDataModule(pl.LightningDataModule):
             files_of = class_files(folder, report, self.class_map, self.class_names)
             for label, (name, files) in enumerate(files_of.items()):
                 if not files:
+                    dirs = class_folders(folder, self.class_map).get(name, [folder / name])
                     raise UsageError(
-                        f"{folder} holds no files of class {name}: add images, or pick the classes to "
-                        "train on with data.classes."
+                        f"Class folder {', '.join(map(str, dirs))} holds no files: add images, or pick "
+                        "the classes to train on with data.classes."
                     )
                 paths += files
                 labels += [label] * len(files)
