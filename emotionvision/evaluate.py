@@ -18,7 +18,7 @@ from emotionvision.data.faces import FaceCrop
 from emotionvision.data.folders import checked_class_map, class_files, has_predefined_splits
 from emotionvision.data.images import SkipReport
 from emotionvision.data.split import SPLITS, read_manifest
-from emotionvision.errors import UsageError
+from emotionvision.errors import UsageError, check_arguments, reports_usage_errors
 from emotionvision.models.classifier import load_classifier
 from emotionvision.reporting.report import merge_json
 
@@ -203,8 +203,10 @@ def _check_chosen(classes: list[str], found: list[str], class_names: list[str], 
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="eval")
+@reports_usage_errors("emotionvision-eval")
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
+    check_arguments(cfg.trainer, "trainer")
     evaluate(cfg)
 
 

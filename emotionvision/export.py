@@ -23,6 +23,7 @@ from torchvision.transforms.v2.functional import to_dtype
 from emotionvision.data.cache import decode_image
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import DECODE_ERRORS, find_files
+from emotionvision.errors import UsageError, reports_usage_errors
 from emotionvision.models.classifier import EmotionClassifier, load_classifier
 from emotionvision.models.onnx import OnnxClassifier, require
 
@@ -126,7 +127,7 @@ def check_batch(paths: Sequence[str | Path], size: int, face_crop: FaceCrop | No
         if len(pixels) == MAX_CHECK_IMAGES:
             break
     if not pixels:
-        raise ValueError(f"check_images={list(map(str, paths))} holds no readable image.")
+        raise UsageError(f"check_images={list(map(str, paths))} holds no readable image.")
     return to_dtype(torch.stack(pixels), torch.float32, scale=True)
 
 
@@ -149,10 +150,10 @@ def export(
     """Export the checkpoint's classifier; with `check`, compare the file with PyTorch on `check_images`
     (RuntimeError above `tolerance`). Returns the file written and the max abs difference (None unchecked)."""
     if format not in FORMATS:
-        raise ValueError(f"format={format!r}: choose one of {', '.join(FORMATS)}.")
+        raise UsageError(f"format={format!r}: choose one of {', '.join(FORMATS)}.")
     path = Path(output) if output else Path(ckpt_path).with_suffix(FORMATS[format])
     if path.suffix != FORMATS[format]:
-        raise ValueError(f"output={path}: a format={format} file must end with {FORMATS[format]}.")
+        raise UsageError(f"output={path}: a format={format} file must end with {FORMATS[format]}.")
     classifier = load_classifier(ckpt_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if format == "onnx":
@@ -172,6 +173,7 @@ def export(
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="export")
+@reports_usage_errors("emotionvision-export")
 def main(cfg: DictConfig) -> None:
     """Console entry point: export `ckpt_path` to `format` and check it."""
     images = [cfg.check_images] if isinstance(cfg.check_images, str) else list(cfg.check_images or [])

@@ -26,6 +26,7 @@ from emotionvision.data.images import (
     find_files,
     skip_reason,
 )
+from emotionvision.errors import UsageError, reports_usage_errors
 from emotionvision.models.classifier import EmotionClassifier, load_classifier
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class Predictor:
         """Top-k labels of every image file in `inputs` (files, or folders searched recursively).
         Unreadable files are logged and returned with `error` set."""
         if top_k < 1:
-            raise ValueError(f"top_k must be at least 1 (got {top_k}).")
+            raise UsageError(f"top_k must be at least 1 (got {top_k}).")
         files = find_files(inputs)
         predictions = []
         for start in range(0, len(files), self.batch_size):
@@ -131,9 +132,9 @@ class Predictor:
 
 
 def check_output(output: Path) -> None:
-    """ValueError unless `output` names a .csv or .json file."""
+    """UsageError unless `output` names a .csv or .json file."""
     if output.suffix not in (".csv", ".json"):
-        raise ValueError(f"output={output}: name a .csv or a .json file.")
+        raise UsageError(f"output={output}: name a .csv or a .json file.")
 
 
 def write_predictions(predictions: list[Prediction], output: Path) -> None:
@@ -161,6 +162,7 @@ def write_predictions(predictions: list[Prediction], output: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="predict")
+@reports_usage_errors("emotionvision-predict")
 def main(cfg: DictConfig) -> None:
     """Console entry point: predict `inputs` with `ckpt_path` and write `output`."""
     output = Path(cfg.output)

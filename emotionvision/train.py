@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emotionvision.distributed import keep_ranks_in_job_dir
+from emotionvision.errors import check_arguments, reports_usage_errors
 from emotionvision.runs import resume_config
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def instantiate_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """The datamodule, model and trainer (with callbacks and loggers) the config describes."""
+    check_arguments(cfg.trainer, "trainer")  # a misspelt Trainer key fails before anything runs
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     # plain lists/dicts in hparams: checkpoints load with weights_only=True
     model: pl.LightningModule = instantiate(cfg.model, _convert_="all", class_names=datamodule.class_names)
@@ -65,6 +67,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="train")
+@reports_usage_errors("emotionvision-train")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the best validation value of `monitor.metric` for sweepers."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
