@@ -13,6 +13,7 @@ from PIL import Image
 from emotionvision.data import EmotionDataModule
 from emotionvision.data.cache import DecodeCache, content_key
 from emotionvision.data.images import SkipReport
+from emotionvision.errors import UsageError
 
 
 def datamodule(root: Path, cache_dir: Path, **kwargs) -> EmotionDataModule:
@@ -60,7 +61,7 @@ def test_labels_follow_the_classes_order(tmp_path: Path, make_tree, cache_dir: P
 
 def test_missing_root_names_the_path(tmp_path: Path, cache_dir: Path) -> None:
     missing = tmp_path / "no" / "such" / "folder"
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+    with pytest.raises(UsageError, match=re.escape(str(missing))):
         datamodule(missing, cache_dir)
 
 

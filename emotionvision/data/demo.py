@@ -14,6 +14,7 @@ import numpy as np
 
 from emotionvision.data.datamodule import EmotionDataModule
 from emotionvision.data.drawn_faces import EMOTIONS, render_face
+from emotionvision.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,13 @@ def _complete(root: Path, settings: dict[str, int]) -> bool:
 
 
 def demo_datamodule(root: str | Path, **kwargs) -> EmotionDataModule:
-    """The datamodule over the drawn-faces demo set (`data=demo`), generated into `root` on first use."""
-    generate_demo_dataset(root)
+    """The datamodule over the drawn-faces demo set (`data=demo`), generated into `root` on first use;
+    UsageError for a folder of other images (`data.root=` given without `data=folder`)."""
+    try:
+        generate_demo_dataset(root)
+    except FileExistsError as error:
+        raise UsageError(
+            f"data.root={root} holds files but no demo set, and data=demo (the default) draws its demo set "
+            f"there; for your own images use data=folder data.root={root}."
+        ) from error
     return EmotionDataModule(root, **kwargs)

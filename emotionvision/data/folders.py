@@ -19,7 +19,7 @@ def find_class_names(
     """Class names: `classes` as given, else the sorted classes of root's (or root/train's) folders
     after `class_map`."""
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise UsageError(
             f"Data root {root} does not exist. Set data.root=PATH to a folder with one "
             "sub-folder of images per class."
         )
@@ -27,7 +27,12 @@ def find_class_names(
     found = list(class_folders(class_root, class_map, warn=True))
     if classes is None:
         if not found:
-            raise ValueError(f"{class_root} has no class sub-folders (expected root/<class>/<image>).")
+            raise UsageError(f"{class_root} has no class sub-folders (expected root/<class>/<image>).")
+        if len(found) == 1:
+            raise UsageError(
+                f"{class_root} has one class ({found[0]}): a classifier needs two or more. "
+                "Point data.root at a folder with a sub-folder of images per class (root/<class>/<image>)."
+            )
         return found
     unknown = sorted(set(classes) - set(found))
     if unknown:
@@ -35,6 +40,11 @@ def find_class_names(
         raise UsageError(
             f"data.classes names {unknown}, not classes of {class_root}{renamed} (found {found}): "
             "fix data.classes, or map folders to those names with data.class_map={folder: class}."
+        )
+    if len(classes) < 2:
+        raise UsageError(
+            f"data.classes={list(classes)} names fewer than two classes: a classifier needs two or more; "
+            f"list two or more of {found}."
         )
     return list(classes)
 
