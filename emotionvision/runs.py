@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from emotionvision.errors import UsageError
+
 FRESH = (None, "auto")
 
 
@@ -34,7 +36,7 @@ def run_dir(resume: str | None, runs_root: str, name: str) -> str:
         return str(last_run(Path(runs_root)))
     path = Path(resume)
     if not (path / ".hydra" / "config.yaml").is_file():
-        raise ValueError(
+        raise UsageError(
             f"resume={resume}: not a run directory (no .hydra/config.yaml); name a run under logs/."
         )
     return str(path)
@@ -50,7 +52,7 @@ def last_run(runs_root: Path) -> Path:
     """The newest run under `runs_root` that has a checkpoints/last.ckpt."""
     runs = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
     if not runs:
-        raise ValueError(f"resume=last: no run with checkpoints/last.ckpt under {runs_root}.")
+        raise UsageError(f"resume=last: no run with checkpoints/last.ckpt under {runs_root}.")
     return runs[-1].parent.parent
 
 
@@ -71,7 +73,7 @@ def resume_config(cfg: DictConfig, output_dir: Path) -> tuple[DictConfig, bool]:
     saved = OmegaConf.load(output_dir / ".hydra" / "config.yaml")
     last = output_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
-        raise ValueError(f"resume={cfg.resume}: {last} does not exist; nothing to resume from.")
+        raise UsageError(f"resume={cfg.resume}: {last} does not exist; nothing to resume from.")
     with open_dict(saved):
         saved.ckpt_path = str(last)
         saved.resume = None

@@ -26,6 +26,7 @@ from emotionvision.data.images import (
     list_class_files,
     load_rgb,
 )
+from emotionvision.errors import UsageError
 from emotionvision.evaluate import evaluate
 from emotionvision.train import train
 
@@ -181,7 +182,7 @@ def test_broken_symlink_given_to_predict_is_an_error_row(tmp_path: Path, checkpo
     assert [p.path for p in predictions] == [str(link), str(good)]
     assert predictions[0].error.startswith("broken link: ") and predictions[0].labels == []
     assert predictions[1].error is None
-    with pytest.raises(FileNotFoundError, match=r"nowhere\.jpg does not exist"):
+    with pytest.raises(UsageError, match=r"nowhere\.jpg does not exist"):
         find_files([tmp_path / "nowhere.jpg"])  # a missing input is still an error
 
 

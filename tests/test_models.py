@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from emotionvision.errors import UsageError
 from emotionvision.models import BACKBONES, EmotionClassifier, build_backbone
 from emotionvision.models.losses import CrossEntropy, FocalLoss
 
@@ -134,7 +135,7 @@ def test_weights_path_loads_an_imagenet_state_dict(tmp_path: Path) -> None:
 
 
 def test_weights_path_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"model\.weights_path .*missing\.pth does not exist"):
+    with pytest.raises(UsageError, match=r"model\.weights_path .*missing\.pth does not exist"):
         build_backbone("resnet18", NUM_CLASSES, weights_path=str(tmp_path / "missing.pth"))
     other = tmp_path / "other_architecture.pth"
     torch.save(nn.Linear(4, 2).state_dict(), other)

@@ -15,6 +15,7 @@ from PIL import Image
 from emotionvision import EmotionClassifier, Predictor, predict
 from emotionvision.data.cache import DecodeCache
 from emotionvision.data.images import SkipReport
+from emotionvision.errors import UsageError
 from emotionvision.models.checkpoint import UnsafeCheckpointError
 from emotionvision.models.classifier import load_classifier
 
@@ -119,7 +120,7 @@ def test_cli_labels_a_folder(
 def test_bad_output_and_missing_input_are_named(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"output=.*preds\.txt: name a \.csv or a \.json"):
         predict.write_predictions([], tmp_path / "preds.txt")
-    with pytest.raises(FileNotFoundError, match=r"nowhere\.jpg does not exist"):
+    with pytest.raises(UsageError, match=r"nowhere\.jpg does not exist"):
         Predictor(checkpoint, device="cpu").predict([tmp_path / "nowhere.jpg"])
 
 
@@ -155,7 +156,7 @@ def test_files_that_are_no_checkpoint_are_named(tmp_path: Path) -> None:
     text.write_text("hello")
     with pytest.raises(ValueError, match=r"notes\.ckpt"):
         load_classifier(text)
-    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt does not exist"):
+    with pytest.raises(UsageError, match=r"missing\.ckpt does not exist"):
         load_classifier(tmp_path / "missing.ckpt")
     weights = tmp_path / "weights.ckpt"
     torch.save({"state_dict": {}}, weights)

@@ -19,6 +19,7 @@ from emotionvision.data.split import (
     stratified_group_split,
     write_manifest,
 )
+from emotionvision.errors import UsageError
 
 RATIOS = [0.7, 0.15, 0.15]
 
@@ -167,7 +168,7 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
 
 
 def test_bad_manifests_raise_naming_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
+    with pytest.raises(UsageError, match=r"missing\.csv"):
         read_manifest(tmp_path / "missing.csv")
     no_split = tmp_path / "no_split.csv"
     no_split.write_text("path,label,group\nx.jpg,anger,0\n")

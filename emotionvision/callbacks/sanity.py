@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from emotionvision.callbacks.report import batch_outputs, gather_outputs
+from emotionvision.errors import UsageError
 from emotionvision.reporting.metrics import confusion_matrix
 from emotionvision.reporting.sanity import overfit_batch_verdict, shuffled_labels_verdict
 
@@ -56,7 +57,7 @@ class ShuffledLabelsCheck(Callback):
             return
         confusion = confusion_matrix(gathered["probabilities"], gathered["targets"])
         if self.train_acc is None:
-            raise ValueError("sanity=shuffled_labels judges a fitted model: run it with training, then test.")
+            raise UsageError("sanity=shuffled_labels judges a fitted model: run it with training, then test.")
         verdict = shuffled_labels_verdict(
             self.train_acc, confusion.tolist(), self.min_train_gain, self.confidence
         )

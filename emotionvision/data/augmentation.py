@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torchvision.transforms import v2
 
+from emotionvision.errors import UsageError
+
 
 def scaled_augmentation(strength: float, size: int) -> v2.Compose:
     """The standard augmentation (conf/augmentation/standard.yaml) with every magnitude scaled.
@@ -13,7 +15,7 @@ def scaled_augmentation(strength: float, size: int) -> v2.Compose:
     for any strength above 0. Magnitudes are clipped to what the transforms accept.
     """
     if strength < 0:
-        raise ValueError(f"augmentation.strength must be >= 0, got {strength}.")
+        raise UsageError(f"augmentation.strength must be >= 0, got {strength}.")
     return v2.Compose(
         [
             v2.RandomResizedCrop(

@@ -14,6 +14,7 @@ from torchvision.transforms import v2
 from emotionvision.data.cache import DecodeCache, DecodedImage
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport
+from emotionvision.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -118,5 +119,5 @@ def decoded_dataset(
         paths, decoded, labels = apply_face_policy(paths, decoded, labels, face_crop, class_names, skipped)
     skipped.log_summary(source)
     if not paths:
-        raise ValueError(f"None of the images of {source} could be decoded (see the skipped files above).")
+        raise UsageError(f"None of the images of {source} could be decoded (see the skipped files above).")
     return ImageTensorDataset(decoded, labels, paths)

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from PIL import Image
 
+from emotionvision.errors import UsageError
+
 Box = tuple[int, int, int, int]
 INSTALL_HINT = 'pip install "emotionvision[faces]"'
 
@@ -194,9 +196,9 @@ class FaceCrop:
 
     def __post_init__(self) -> None:
         if self.detector is not None and self.detector not in DETECTORS:
-            raise ValueError(f"data.face_crop.detector={self.detector!r}: choose one of {sorted(DETECTORS)}.")
+            raise UsageError(f"data.face_crop.detector={self.detector!r}: choose one of {sorted(DETECTORS)}.")
         if self.no_face not in ("whole", "skip"):
-            raise ValueError(f"data.face_crop.no_face={self.no_face!r}: choose 'whole' or 'skip'.")
+            raise UsageError(f"data.face_crop.no_face={self.no_face!r}: choose 'whole' or 'skip'.")
 
     def key(self) -> str:
         """A short digest of everything that shapes the cached pixels (detector settings, margin, grey)."""

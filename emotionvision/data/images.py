@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from emotionvision.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 # PIL's default Image.MAX_IMAGE_PIXELS (1024**3 // 4 // 3): the default of data.max_image_pixels
@@ -109,9 +111,7 @@ def find_files(inputs: Iterable[str | Path]) -> list[Path]:
         elif item.is_file() or item.is_symlink():
             files.append(item)
         else:
-            raise FileNotFoundError(
-                f"Input {item} does not exist (inputs=[...] takes image files and folders)."
-            )
+            raise UsageError(f"Input {item} does not exist (inputs=[...] takes image files and folders).")
     return files
 
 

@@ -10,6 +10,8 @@ import torch
 import torchvision
 from torch import nn
 
+from emotionvision.errors import UsageError
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -63,10 +65,10 @@ def build_backbone(
     `input_size`, when given, is checked against the architecture's minimum.
     """
     if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone '{name}' (model.backbone); known: {sorted(BACKBONES)}.")
+        raise UsageError(f"Unknown backbone '{name}' (model.backbone); known: {sorted(BACKBONES)}.")
     spec = BACKBONES[name]
     if input_size is not None and input_size < spec.min_input_size:
-        raise ValueError(
+        raise UsageError(
             f"{name} needs images of at least {spec.min_input_size} px, got {input_size}: "
             f"set data.image_size={spec.min_input_size} (or more)."
         )
@@ -95,16 +97,16 @@ def _download_pretrained(spec: BackboneSpec, name: str) -> nn.Module:
 def load_local_weights(model: nn.Module, path: Path) -> None:
     """Load a state dict file (safely: tensors only) into an ImageNet-headed model."""
     if not path.is_file():
-        raise FileNotFoundError(f"model.weights_path {path} does not exist.")
+        raise UsageError(f"model.weights_path {path} does not exist.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a torch file, or pickled objects other than tensors
-        raise ValueError(f"model.weights_path {path} is not a PyTorch state dict file ({error}).") from error
+        raise UsageError(f"model.weights_path {path} is not a PyTorch state dict file ({error}).") from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"model.weights_path {path} holds a {type(state).__name__}, not a state dict.")
+        raise UsageError(f"model.weights_path {path} holds a {type(state).__name__}, not a state dict.")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"{path} does not match the backbone's ImageNet architecture: {error}") from error
+        raise UsageError(f"{path} does not match the backbone's ImageNet architecture: {error}") from error

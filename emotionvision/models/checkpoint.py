@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emotionvision.errors import UsageError
 from emotionvision.models.backbones import BACKBONES
 
 log = logging.getLogger(__name__)
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UsageError):
     """A checkpoint holds pickled objects that only a full (code-running) unpickling could load."""
 
 
@@ -23,7 +24,7 @@ def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict, read with `torch.load(weights_only=True)`; nothing in it is executed."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist (ckpt_path).")
+        raise UsageError(f"Checkpoint {path} does not exist (ckpt_path).")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
@@ -34,7 +35,7 @@ def read_checkpoint(path: str | Path) -> dict:
             "emotionvision-train."
         ) from None
     except (RuntimeError, EOFError, KeyError) as error:
-        raise ValueError(f"{path} is not a PyTorch checkpoint ({error!r}).") from error
+        raise UsageError(f"{path} is not a PyTorch checkpoint ({error!r}).") from error
 
 
 def transfer_weights(
@@ -47,9 +48,9 @@ def transfer_weights(
     checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {})
     if "state_dict" not in checkpoint or "class_names" not in hparams:
-        raise ValueError(f"model.init_from {path} is not a checkpoint written by emotionvision-train.")
+        raise UsageError(f"model.init_from {path} is not a checkpoint written by emotionvision-train.")
     if hparams.get("backbone") != backbone:
-        raise ValueError(
+        raise UsageError(
             f"model.init_from {path} holds a {hparams.get('backbone')} backbone but this model is a "
             f"{backbone}: set model={hparams.get('backbone')} (or start from a {backbone} checkpoint)."
         )
@@ -59,7 +60,7 @@ def transfer_weights(
     result = model.load_state_dict(body, strict=False)
     unexpected_missing = [key for key in result.missing_keys if key.rpartition(".")[0] not in heads]
     if unexpected_missing or result.unexpected_keys:
-        raise ValueError(f"model.init_from {path} does not fit {backbone}: {result}")
+        raise UsageError(f"model.init_from {path} does not fit {backbone}: {result}")
     renamed = [(class_map or {}).get(name, name) for name in hparams["class_names"]]
     shared = [(renamed.index(name), class_names.index(name)) for name in class_names if name in renamed]
     with torch.no_grad():

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanMetric
 
+from emotionvision.errors import UsageError
 from emotionvision.models.backbones import BACKBONES, build_backbone
 from emotionvision.models.checkpoint import read_checkpoint, transfer_weights
 from emotionvision.models.losses import CrossEntropy
@@ -77,7 +78,7 @@ class EmotionClassifier(pl.LightningModule):
         if datamodule is None:
             return
         if datamodule.image_size != self.hparams.input_size:
-            raise ValueError(
+            raise UsageError(
                 f"The data are {datamodule.image_size} px but the model takes {self.hparams.input_size} px: "
                 "set the size once with model.input_size=N (data.image_size follows it)."
             )
@@ -193,7 +194,7 @@ def load_classifier(path: str | Path) -> EmotionClassifier:
     checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {})
     if "state_dict" not in checkpoint or "class_names" not in hparams:
-        raise ValueError(
+        raise UsageError(
             f"{path} is not an EmotionClassifier checkpoint (no state_dict or no class_names in "
             "hyper_parameters): pass a .ckpt file from a run's checkpoints/ folder."
         )

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emotionvision.errors import UsageError
+
 
 class CrossEntropy(nn.Module):
     """Cross-entropy; with `class_weighted` the module sets `class_weights` from the training split
@@ -39,7 +41,7 @@ class FocalLoss(CrossEntropy):
     ) -> None:
         super().__init__(class_weighted, label_smoothing)
         if gamma < 0:
-            raise ValueError(f"loss.gamma must be >= 0, got {gamma}.")
+            raise UsageError(f"loss.gamma must be >= 0, got {gamma}.")
         self.gamma = gamma
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

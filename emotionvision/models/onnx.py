@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.data import AttributeDict
 
+from emotionvision.errors import UsageError
+
 INSTALL_HINT = 'pip install "emotionvision[export]"'
 
 
@@ -30,11 +32,11 @@ class OnnxClassifier:
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"Model {path} does not exist (ckpt_path).")
+            raise UsageError(f"Model {path} does not exist (ckpt_path).")
         self.session = require("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         if "class_names" not in meta or "input_size" not in meta:
-            raise ValueError(f"{path} has no class_names/input_size metadata: use emotionvision-export.")
+            raise UsageError(f"{path} has no class_names/input_size metadata: use emotionvision-export.")
         self.class_names: list[str] = json.loads(meta["class_names"])
         self.hparams = AttributeDict(
             input_size=int(meta["input_size"]),
