@@ -1,0 +1,206 @@
+"""Newcomer mistakes: each entry point reports a UsageError as one line naming the fix (no traceback,
+exit status 1) and leaves no stub run directory behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from emotionvision.errors import UsageError, check_arguments, is_stub, reports_usage_errors, usage_error
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, make_tree) -> Path:
+    """A working directory with a three-class tree (`three/`) and a one-class tree (`one/`)."""
+    work = tmp_path_factory.mktemp("usage")
+    make_tree(work / "three", dict.fromkeys(["anger", "happy", "sad"], 6))
+    make_tree(work / "one", {"happy": 6})
+    return work
+
+
+def run(work: Path, program: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a console script in `work` (without EMOTIONVISION_ROOT, so logs/ lands there)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("EMOTIONVISION_ROOT", "HYDRA_FULL_ERROR")
+    }
+    command = [str(BIN / program), *args]
+    return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+
+def error_line(result: subprocess.CompletedProcess, program: str) -> str:
+    """The one `<program>: error: ...` line of stderr (its last line), checked: exit status 1, no
+    traceback, no Hydra job report."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output and "Error executing job" not in result.stderr, output[-3000:]
+    lines = result.stderr.splitlines()
+    errors = [line for line in lines if line.startswith(f"{program}: error: ")]
+    assert errors == lines[-1:], result.stderr[-3000:]
+    return errors[0]
+
+
+def runs(work: Path, task: str = "train") -> list[Path]:
+    """The run directories left under logs/<task>/runs."""
+    folder = work / "logs" / task / "runs"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+@pytest.fixture
+def train(work: Path, quick_run_overrides: list[str]):
+    """`emotionvision-train` with the quick-run overrides; asserts that it left no run directory."""
+    before = runs(work)
+
+    def _train(*args: str) -> str:
+        line = error_line(
+            run(work, "emotionvision-train", *quick_run_overrides, *args), "emotionvision-train"
+        )
+        assert runs(work) == before, "a stub run directory was left behind"
+        return line
+
+    return _train
+
+
+def test_a_folder_with_one_class(train, work: Path) -> None:
+    line = train("data=folder", f"data.root={work / 'one'}")
+    assert f"{work / 'one'} has one class (happy)" in line and "sub-folder of images per class" in line
+
+
+def test_data_root_without_data_folder(train, work: Path) -> None:
+    line = train(f"data.root={work / 'three'}")
+    assert f"use data=folder data.root={work / 'three'}" in line
+
+
+def test_a_misspelt_trainer_key(train, work: Path) -> None:
+    line = train("data=folder", f"data.root={work / 'three'}", "+trainer.max_epoch=2")
+    assert line.endswith("trainer.max_epoch is not a Trainer argument; did you mean trainer.max_epochs?")
+
+
+def test_an_error_inside_trainer_fit(train, work: Path) -> None:
+    # the model checks the data's image size in its setup, which trainer.fit runs (after the loggers
+    # started): Lightning re-raises the error
+    line = train("data=folder", f"data.root={work / 'three'}", "data.image_size=40", "logger=many")
+    assert "The data are 40 px but the model takes 32 px" in line
+
+
+def test_a_multirun_reports_one_line_and_runs_every_job(work: Path, quick_run_overrides: list[str]) -> None:
+    sweep = work / "sweep"
+    args = [
+        f"hydra.sweep.dir={sweep}",
+        "data=folder",
+        f"data.root={work / 'three'}",
+        "data.classes=[happy],[sad]",
+    ]
+    result = run(work, "emotionvision-train", "-m", *quick_run_overrides, *args)
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("emotionvision-train: error: ")]
+    assert len(errors) == 1 and "data.classes=['happy'] names fewer than two classes" in errors[0]
+    assert "data.classes=['sad'] names fewer than two classes" in result.stdout  # the second job ran
+    assert sorted(path.name for path in sweep.iterdir()) == ["multirun.yaml"]  # both stubs removed
+
+
+def test_a_resumed_run_directory_is_kept(work: Path) -> None:
+    run_dir = work / "logs" / "train" / "runs" / "interrupted"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    line = error_line(run(work, "emotionvision-train", f"resume={run_dir}"), "emotionvision-train")
+    assert "nothing to resume from" in line
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "seed: 0\n"
+
+
+@pytest.mark.parametrize(
+    ("program", "args", "message"),
+    [
+        (
+            "emotionvision-eval",
+            ["+trainer.max_epoch=1"],
+            "trainer.max_epoch is not a Trainer argument; did you",
+        ),
+        (
+            "emotionvision-predict",
+            ["inputs=[a.jpg]", "output=out.txt"],
+            "output=out.txt: name a .csv or a .json",
+        ),
+        ("emotionvision-export", ["format=zip"], "format='zip': choose one of onnx, torchscript."),
+    ],
+)
+def test_the_other_entry_points(work: Path, program: str, args: list[str], message: str) -> None:
+    task = program.removeprefix("emotionvision-")
+    before = runs(work, task)
+    line = error_line(run(work, program, "ckpt_path=missing.ckpt", *args), program)
+    assert message in line
+    assert runs(work, task) == before
+
+
+def test_usage_error_is_found_where_hydra_wrapped_it() -> None:
+    cause = UsageError("data.root is wrong")
+    try:
+        try:
+            raise cause
+        except UsageError as error:
+            raise RuntimeError("Error in call to target") from error
+    except RuntimeError as wrapped:
+        assert usage_error(wrapped) is cause
+    assert usage_error(ValueError("a bug")) is None
+
+
+def test_outside_hydra_a_usage_error_exits_with_one_line(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: False))
+
+    @reports_usage_errors("prog")
+    def task(cfg: object) -> None:
+        raise UsageError("set data.root")
+
+    with pytest.raises(SystemExit) as exit_info:
+        task(None)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "prog: error: set data.root\n"
+
+
+def test_check_arguments_names_the_closest_trainer_argument() -> None:
+    trainer = OmegaConf.create({"_target_": "lightning.pytorch.Trainer", "max_epochs": 2, "devices": 1})
+    check_arguments(trainer, "trainer")
+    trainer.max_epoch = 2
+    trainer.zzzz = 1
+    with pytest.raises(UsageError) as error:
+        check_arguments(trainer, "trainer")
+    assert str(error.value) == (
+        "trainer.max_epoch is not a Trainer argument; did you mean trainer.max_epochs? "
+        "trainer.zzzz is not a Trainer argument; remove it (see the arguments of lightning.pytorch.Trainer)."
+    )
+    check_arguments(OmegaConf.create({"_target_": "logging.basicConfig", "anything": 1}), "node")  # **kwargs
+
+
+def stub(path: Path, *files: str) -> Path:
+    """A run directory holding .hydra/config.yaml, train.log and `files`."""
+    for name in (".hydra/config.yaml", "train.log", *files):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).touch()
+    return path
+
+
+def test_only_stubs_of_this_process_count_as_stubs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert is_stub(stub(tmp_path / "stub", "tensorboard/version_0/events", "split.csv", "skipped.csv"))
+    for kept in (
+        "checkpoints/last.ckpt",
+        "metrics.json",
+        "history.csv",
+        "notes.txt",
+        ".hydra/resumed_1/c.yaml",
+    ):
+        assert not is_stub(stub(tmp_path / kept.replace("/", "_"), kept)), kept
+    old = stub(tmp_path / "old")
+    os.utime(old / "train.log", (time.time() - 3600,) * 2)
+    assert not is_stub(old)
+    assert not is_stub(stub(tmp_path))  # the current directory
