@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from emotionvision.data.folders import checked_class_map
-from emotionvision.errors import UsageError
+from emotionvision.errors import UsageError, check_arguments, reports_usage_errors
 from emotionvision.evaluate import NoSharedClassError, evaluate
 from emotionvision.reporting.crosseval import CrossCell, write_crosseval
 
@@ -108,8 +108,10 @@ def evaluate_cell(
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="crosseval")
+@reports_usage_errors("emotionvision-crosseval")
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
+    check_arguments(cfg.trainer, "trainer")
     crosseval(cfg)
 
 

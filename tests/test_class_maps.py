@@ -279,3 +279,14 @@ def test_crosseval_cell_config_merges_class_maps(tmp_path: Path) -> None:
     assert (cell.ckpt_path, cell.output_dir) == ("a.ckpt", str(tmp_path / "cell"))
     plain = crosseval.cell_config(cfg, Path("a.ckpt"), crosseval.tree_spec("t", "/data/t"), tmp_path)
     assert (plain.data.root, plain.data.split_file) == ("/data/t", None)
+
+
+def test_crosseval_cli_reports_a_usage_error_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    with pytest.raises(SystemExit) as exit_code:
+        run_app(crosseval.main, monkeypatch, "trees={t:/data}", f"hydra.run.dir={tmp_path}/run")
+    assert exit_code.value.code == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("emotionvision-crosseval: error: checkpoints: give one or more")
+    assert "\n" not in error and "Traceback" not in error
