@@ -29,7 +29,10 @@ from emotionvision.data.folders import (
 from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport
 from emotionvision.data.split import (
     SPLITS,
+    carve_validation,
     check_stratifiable,
+    fold_ratios,
+    fold_splits,
     log_split_summary,
     read_manifest,
     stratified_group_split,
@@ -54,7 +57,9 @@ class EmotionDataModule(pl.LightningDataModule):
     """Images decoded once into a cache, a stratified duplicate-aware split, tensor augmentation.
 
     The split is written to `manifest_path` (CSV: path, label, split, group); `split_file`
-    reuses such a manifest instead of splitting. Files in nested folders of a class folder belong to
+    reuses such a manifest instead of splitting. With `folds` (a number, or 'loso': one fold per
+    group) fold `fold` of a stratified group-aware cross-validation is the test split, and
+    validation is carved from the other folds. Files in nested folders of a class folder belong to
     the class (their count is logged per class folder). Skipped files (hidden, broken links,
     non-images, unreadable, more than `max_image_pixels` pixels; None: no limit) are logged and
     listed in skipped.csv beside the manifest (columns path, reason).
@@ -71,6 +76,8 @@ class EmotionDataModule(pl.LightningDataModule):
         manifest_path: str | Path | None = None,
         near_duplicate_bits: int | None = 20,
         group_by: str | None = None,
+        folds: int | str | None = None,
+        fold: int | None = None,
         image_size: int = 224,
         cache_dir: str | Path = "data/cache",
         batch_size: int = 32,
@@ -88,6 +95,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.manifest_path = Path(manifest_path) if manifest_path else None
         self.near_duplicate_bits = near_duplicate_bits
         self.group_by = group_by
+        self.folds, self.fold = folds, fold
         self.image_size = image_size
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
@@ -115,6 +123,29 @@ class EmotionDataModule(pl.LightningDataModule):
         """Load cached images, split them (or read the split file), build the datasets."""
         if self.datasets:
             return
+        paths, labels, images, groups, preset = self._grouped_images()
+        splits = self._assign_splits(labels, groups, preset)
+        log_split_summary(labels, groups, splits, self._target_ratios(preset), self.class_names)
+        self.manifest = [
+            (str(path), self.class_names[label], split, int(group), *self._box_column(image))
+            for path, label, split, group, image in zip(paths, labels, splits, groups, images, strict=True)
+        ]
+        self._write_manifest()
+        self._write_face_sheet(images)
+        self._build_datasets(images, paths, labels, splits)
+
+    def fold_count(self) -> int:
+        """How many cross-validation folds `folds` makes (for 'loso', the number of groups)."""
+        self._check_folds()
+        if self.folds != "loso":
+            return int(self.folds)
+        return len(np.unique(self._grouped_images()[3]))
+
+    def _grouped_images(
+        self,
+    ) -> tuple[list[Path], np.ndarray, list[DecodedImage], np.ndarray, np.ndarray]:
+        """The readable images: paths, labels, decoded images, the groups a split keeps whole and
+        their preset split names (None where the split is made here)."""
         report = SkipReport()
         paths, labels, preset_splits = self._list_images(report)
         kept_paths, images = self._cache().get_many(paths, report)
@@ -133,20 +164,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self._check_classes_present(label_array)
         hashes = torch.stack([image.hash_bits for image in images]).numpy()
         groups = self._groups(kept_paths, label_array, hashes)
-        splits = self._assign_splits(label_array, groups, preset_splits, index)
-        split_here = self.split_file is None and preset_splits[0] is None
-        log_split_summary(
-            label_array, groups, splits, self.split_ratios if split_here else None, self.class_names
-        )
-        self.manifest = [
-            (str(path), self.class_names[label], split, int(group), *self._box_column(image))
-            for path, label, split, group, image in zip(
-                kept_paths, label_array, splits, groups, images, strict=True
-            )
-        ]
-        self._write_manifest()
-        self._write_face_sheet(images)
-        self._build_datasets(images, kept_paths, label_array, splits)
+        return kept_paths, label_array, images, groups, np.asarray(preset_splits, dtype=object)[index]
 
     def _cache(self) -> DecodeCache:
         return DecodeCache(self.cache_dir, self.image_size, self.face_crop, self.max_image_pixels)
@@ -229,25 +247,51 @@ class EmotionDataModule(pl.LightningDataModule):
                 "%d duplicate groups with conflicting labels in all (listed at DEBUG).", len(conflicts)
             )
 
-    def _assign_splits(
-        self, labels: np.ndarray, groups: np.ndarray, preset: list[str | None], index: np.ndarray
-    ) -> np.ndarray:
-        """Split names: preset ones kept; the rest split stratified by duplicate group."""
-        preset_array = np.asarray(preset, dtype=object)[index]
+    def _assign_splits(self, labels: np.ndarray, groups: np.ndarray, preset: np.ndarray) -> np.ndarray:
+        """Split names: preset ones kept (validation carved from a preset train split); the rest split
+        stratified by group, or by cross-validation fold."""
         if self.split_file is not None:
-            return preset_array.astype(str)
-        if preset_array[0] is None:
+            return preset.astype(str)
+        if self.folds is not None:
+            self._check_folds(preset)
+            splits = fold_splits(labels, groups, self.folds, self.fold, self.split_ratios, self.split_seed)
+            if not (splits == "test").any():
+                raise UsageError(
+                    f"data.fold={self.fold}: data.folds={self.folds} has no such fold (they count from 0)."
+                )
+            return splits
+        if preset[0] is None:
             check_stratifiable(labels, groups, self.split_ratios, self.class_names, self.root)
             return stratified_group_split(labels, groups, self.split_ratios, self.split_seed)
-        splits = preset_array.astype(str)
+        splits = preset.astype(str)
         train = splits == "train"
-        train_val_ratios = [self.split_ratios[0], self.split_ratios[1], 0.0]
-        _, train_groups = np.unique(groups[train], return_inverse=True)
-        splits[train] = stratified_group_split(labels[train], train_groups, train_val_ratios, self.split_seed)
+        splits[train] = carve_validation(labels[train], groups[train], self.split_ratios, self.split_seed)
         leaking = len(set(groups[train]) & set(groups[splits == "test"]))
         if leaking:
             log.warning("%d duplicate groups span the predefined train and test folders.", leaking)
         return splits
+
+    def _target_ratios(self, preset: np.ndarray) -> list[float] | None:
+        """The train, val and test shares of a split made here (None for preset or 'loso' splits)."""
+        if self.split_file is not None or (preset[0] is not None and self.folds is None):
+            return None
+        if self.folds is None:
+            return self.split_ratios
+        return None if self.folds == "loso" else fold_ratios(int(self.folds), self.split_ratios)
+
+    def _check_folds(self, preset: np.ndarray | None = None) -> None:
+        """UsageError naming the option when `folds` and `fold` do not describe a cross-validation."""
+        if self.folds == "loso" and not self.group_by:
+            raise UsageError("data.folds=loso leaves one group out: set data.group_by to name each subject.")
+        if self.folds != "loso" and (not isinstance(self.folds, int) or self.folds < 2):
+            raise UsageError(f"data.folds={self.folds}: give a number of folds of 2 or more, or loso.")
+        if self.split_file is not None or (preset is not None and preset[0] is not None):
+            raise UsageError(
+                "data.folds: cross-validation splits all images itself; drop data.split_file, or "
+                f"use a tree without train/ and test/ folders (data.root={self.root})."
+            )
+        if preset is not None and self.fold is None:
+            raise UsageError("data.folds is set but data.fold is not: emotionvision-train runs every fold.")
 
     def _box_column(self, image: DecodedImage) -> tuple[str, ...]:
         """The manifest's face_box cell ('x0 y0 x1 y1', empty where no face was found) with face crops."""
