@@ -104,11 +104,11 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     render = demo.render_face
     calls = []
 
-    def fail_on_the_fifth(emotion: str, image_size: int, rng: np.random.Generator) -> Image.Image:
+    def fail_on_the_fifth(emotion: str, image_size: int, *generators: np.random.Generator) -> Image.Image:
         calls.append(emotion)
         if len(calls) == 5:
             raise KeyboardInterrupt
-        return render(emotion, image_size, rng)
+        return render(emotion, image_size, *generators)
 
     monkeypatch.setattr(demo, "render_face", fail_on_the_fifth)
     with pytest.raises(KeyboardInterrupt):
@@ -156,3 +156,14 @@ def test_classes_are_learnable_from_pixels(demo_root: Path) -> None:
     predicted = _softmax_regression(x[train], y[train], x[~train])
     accuracy = float((predicted == y[~train]).mean())
     assert accuracy > 0.4, f"accuracy {accuracy:.3f} on held-out demo images"
+
+
+def test_subjects_name_people_drawn_in_every_class(tmp_path: Path) -> None:
+    root = generate_demo_dataset(tmp_path / "set", images_per_class=6, image_size=32, subjects=3)
+    people = {
+        path.parent.name: sorted({path.name[:3] for path in path.parent.glob("*.png")})
+        for path in root.rglob("*.png")
+    }
+    assert people == {emotion: ["S00", "S01", "S02"] for emotion in EMOTIONS}
+    plain = generate_demo_dataset(tmp_path / "plain", images_per_class=6, image_size=32)
+    assert (plain / "anger/anger_0004.png").read_bytes() != (root / "anger/S01_anger_0004.png").read_bytes()

@@ -20,17 +20,22 @@ log = logging.getLogger(__name__)
 
 MARKER = ".complete"
 JPEG_FRACTION = 0.125  # share of images stored as JPEG content (names stay *.png)
+SUBJECT_STREAM = 7  # seeds a person's looks: (seed, SUBJECT_STREAM, person)
 
 
-def _write_set(folder: Path, images_per_class: int, image_size: int, seed: int) -> None:
-    """Draw and save every image of the set into `folder`/<emotion>/."""
+def _write_set(folder: Path, images_per_class: int, image_size: int, seed: int, subjects: int | None) -> None:
+    """Draw and save every image of the set into `folder`/<emotion>/; with `subjects`, image i of each
+    class shows person i % subjects (always drawn alike) and is named S<person>_<emotion>_<i>.png."""
     for label, emotion in enumerate(EMOTIONS):
         class_dir = folder / emotion
         class_dir.mkdir()
         for index in range(images_per_class):
             rng = np.random.default_rng((seed, label, index))
-            image = render_face(emotion, image_size, rng)
-            path = class_dir / f"{emotion}_{index:04d}.png"
+            person = None if subjects is None else index % subjects
+            identity = None if person is None else np.random.default_rng((seed, SUBJECT_STREAM, person))
+            image = render_face(emotion, image_size, rng, identity)
+            prefix = "" if person is None else f"S{person:02d}_"
+            path = class_dir / f"{prefix}{emotion}_{index:04d}.png"
             if rng.random() < JPEG_FRACTION:
                 image.save(path, format="JPEG", quality=92)
             else:
@@ -38,19 +43,25 @@ def _write_set(folder: Path, images_per_class: int, image_size: int, seed: int) 
 
 
 def generate_demo_dataset(
-    root: str | Path, images_per_class: int = 80, image_size: int = 96, seed: int = 0
+    root: str | Path,
+    images_per_class: int = 80,
+    image_size: int = 96,
+    seed: int = 0,
+    subjects: int | None = None,
 ) -> Path:
     """Write class-per-folder images of drawn faces into root/<emotion>/ and return root.
 
-    Files are named like `anger_0000.png`; most are PNG, about one in eight holds JPEG
-    content. Idempotent: when root already holds a complete set (root/.complete exists) nothing
-    is written, even if the arguments differ (a warning says so). The set is written into a
+    Files are named like `anger_0000.png` (with `subjects`, people drawn alike in every class:
+    `S03_anger_0003.png`); most are PNG, about one in eight holds JPEG content. Idempotent: when
+    root already holds a complete set (root/.complete exists) nothing is written, even if the
+    arguments differ (a warning says so). The set is written into a
     temporary sibling folder and renamed into place at the end, so an interrupted run never
     leaves a half set; concurrent callers (e.g. one per DDP rank) all end with the same set.
     Raises FileExistsError if root exists, is not empty and holds no complete set.
     """
     root = Path(root)
     settings = {"images_per_class": images_per_class, "image_size": image_size, "seed": seed}
+    settings |= {} if subjects is None else {"subjects": subjects}
     if _complete(root, settings):
         return root
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -58,7 +69,7 @@ def generate_demo_dataset(
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
-        _write_set(staging, images_per_class, image_size, seed)
+        _write_set(staging, images_per_class, image_size, seed, subjects)
         (staging / MARKER).write_text(json.dumps(settings) + "\n")
         os.replace(staging, root)
     except BaseException as error:
@@ -70,7 +81,7 @@ def generate_demo_dataset(
     return root
 
 
-def _complete(root: Path, settings: dict[str, int]) -> bool:
+def _complete(root: Path, settings: dict[str, int | None]) -> bool:
     """True when root holds a finished set; warns when it was made with other settings."""
     marker = root / MARKER
     if not marker.is_file():
@@ -80,11 +91,11 @@ def _complete(root: Path, settings: dict[str, int]) -> bool:
     return True
 
 
-def demo_datamodule(root: str | Path, **kwargs) -> EmotionDataModule:
+def demo_datamodule(root: str | Path, subjects: int | None = None, **kwargs) -> EmotionDataModule:
     """The datamodule over the drawn-faces demo set (`data=demo`), generated into `root` on first use;
     UsageError for a folder of other images (`data.root=` given without `data=folder`)."""
     try:
-        generate_demo_dataset(root)
+        generate_demo_dataset(root, subjects=subjects)
     except FileExistsError as error:
         raise UsageError(
             f"data.root={root} holds files but no demo set, and data=demo (the default) draws its demo set "

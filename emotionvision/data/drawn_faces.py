@@ -190,12 +190,13 @@ def _draw_nose(face: Face, wrinkles: bool) -> None:
             face.line(_curve(0.16, y, -0.04, n=5), 0.03)
 
 
-def _draw_features(face: Face, emotion: str, rng: np.random.Generator) -> None:
-    """Eyes, brows, nose and mouth for `emotion`, each jittered a little."""
+def _draw_features(face: Face, emotion: str, rng: np.random.Generator, identity: np.random.Generator) -> None:
+    """Eyes, brows, nose and mouth for `emotion`, each jittered a little (eye and brow colour drawn
+    from `identity`)."""
     expression = EXPRESSIONS[emotion]
-    iris = EYE_COLOURS[rng.integers(len(EYE_COLOURS))]
+    iris = EYE_COLOURS[identity.integers(len(EYE_COLOURS))]
     gaze = (rng.uniform(-0.04, 0.04), rng.uniform(-0.02, 0.02))
-    brow_colour = tuple(int(c * 0.6) for c in face.hair) if rng.random() < 0.5 else face.ink
+    brow_colour = tuple(int(c * 0.6) for c in face.hair) if identity.random() < 0.5 else face.ink
     pen = (rng.uniform(0.09, 0.13), brow_colour)
     for index, side in enumerate((-1, 1)):
         opening = expression.eye_open[index]
@@ -225,21 +226,24 @@ def _background(size: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8), "RGB").convert("RGBA")
 
 
-def _face_layer(image_size: int, emotion: str, rng: np.random.Generator) -> Image.Image:
-    """A transparent layer with one face (hair, head, features) at a random pose."""
+def _face_layer(
+    image_size: int, emotion: str, rng: np.random.Generator, identity: np.random.Generator
+) -> Image.Image:
+    """A transparent layer with one face (hair, head, features) at a random pose; skin, hair, head
+    size and eye colour are drawn from `identity`."""
     size = image_size * SUPERSAMPLE
     layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    skin = _jitter(SKIN_TONES[rng.integers(len(SKIN_TONES))], rng, 8)
-    hair = _jitter(HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))], rng, 10)
+    skin = _jitter(SKIN_TONES[identity.integers(len(SKIN_TONES))], identity, 8)
+    hair = _jitter(HAIR_COLOURS[identity.integers(len(HAIR_COLOURS))], identity, 10)
     ink = tuple(int(c * 0.35) for c in skin)
     cx, cy = (0.5 + rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)) * size
-    unit = size * rng.uniform(*HEAD_SIZE)
+    unit = size * identity.uniform(*HEAD_SIZE)
     mirror = 1 if rng.random() < 0.5 else -1
     face = Face(ImageDraw.Draw(layer), cx, cy, unit, mirror, ink, hair)
-    if rng.random() < 0.7:
+    if identity.random() < 0.7:
         face.ellipse(0.0, -0.3, 1.08, 1.1, fill=hair)
     face.ellipse(0.0, 0.0, 1.0, 1.3, fill=skin, outline=ink, width=face.px(0.03))
-    _draw_features(face, emotion, rng)
+    _draw_features(face, emotion, rng, identity)
     # Rotate the downsampled layer with premultiplied alpha, so its edges do not darken.
     small = layer.reduce(SUPERSAMPLE).convert("RGBa")
     centre = (cx / SUPERSAMPLE, cy / SUPERSAMPLE)
@@ -247,10 +251,13 @@ def _face_layer(image_size: int, emotion: str, rng: np.random.Generator) -> Imag
     return posed.convert("RGBA")
 
 
-def render_face(emotion: str, image_size: int, rng: np.random.Generator) -> Image.Image:
-    """One RGB image of a face showing `emotion`, with random nuisance variation."""
+def render_face(
+    emotion: str, image_size: int, rng: np.random.Generator, identity: np.random.Generator | None = None
+) -> Image.Image:
+    """One RGB image of a face showing `emotion`, with random nuisance variation. `identity` (a
+    generator seeded per person) fixes the person's looks; None draws them from `rng` too."""
     canvas = _background(image_size, rng)
-    canvas.alpha_composite(_face_layer(image_size, emotion, rng))
+    canvas.alpha_composite(_face_layer(image_size, emotion, rng, rng if identity is None else identity))
     image = canvas.convert("RGB")
     if rng.random() < 0.25:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8)))
