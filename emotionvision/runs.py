@@ -9,6 +9,7 @@ resumes one that was interrupted and starts the others.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,15 @@ def register_resolvers() -> None:
 
 
 def run_dir(resume: str | None, runs_root: str, name: str) -> str:
-    """The run directory: a new one, `runs_root`/`name`, or the one `resume` names."""
+    """The run directory: a new one, `runs_root`/`name`, or the one `resume` names. Hydra resolves it
+    before any task runs, so a bad `resume` ends the program here with one line naming the fix."""
+    try:
+        return _run_dir(resume, runs_root, name)
+    except UsageError as error:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {error}") from None
+
+
+def _run_dir(resume: str | None, runs_root: str, name: str) -> str:
     if resume in FRESH:
         return f"{runs_root}/{name}"
     if resume == "last":

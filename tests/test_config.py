@@ -32,16 +32,21 @@ ISSUE_LINE = (
 
 
 @pytest.fixture(scope="module")
-def trees(tmp_path_factory, make_tree) -> dict[str, Path]:
-    """A plain class-per-folder tree (also marked as a finished demo set) and one with train/ and
-    test/ folders, shared by the tests of this module; plus a shared decode cache."""
+def trees(tmp_path_factory, make_tree, make_subject_tree) -> dict[str, Path]:
+    """A plain class-per-folder tree (also marked as a finished demo set), one with train/ and
+    test/ folders and one whose file names encode subjects (a finished demo_subjects set), shared by
+    the tests of this module; plus a shared decode cache."""
     base = tmp_path_factory.mktemp("config_trees")
     plain = make_tree(base / "plain", {"anger": 6, "happy": 6, "sad": 6})
     # the marker of a finished demo set (generate_demo_dataset's defaults): data=demo draws nothing
     (plain / ".complete").write_text('{"images_per_class": 80, "image_size": 96, "seed": 0}\n')
     make_tree(base / "predefined" / "train", {"angry": 8, "happy": 8}, seed=1)
     make_tree(base / "predefined" / "test", {"angry": 3, "happy": 3}, seed=2)
-    return {"plain": plain, "predefined": base / "predefined", "cache": base / "cache"}
+    subjects = make_subject_tree(base / "subjects", subjects=6, per_subject=1)
+    (subjects / ".complete").write_text(
+        '{"images_per_class": 80, "image_size": 96, "seed": 0, "subjects": 12}\n'
+    )
+    return {"plain": plain, "predefined": base / "predefined", "subjects": subjects, "cache": base / "cache"}
 
 
 def test_every_group_has_options() -> None:
@@ -54,7 +59,8 @@ def test_every_group_has_options() -> None:
 def test_every_option_composes_and_instantiates(
     group: str, option: str, compose_train, trees, tmp_path: Path
 ) -> None:
-    root = trees["predefined"] if (group, option) == ("data", "fer2013") else trees["plain"]
+    special_roots = {("data", "fer2013"): trees["predefined"], ("data", "demo_subjects"): trees["subjects"]}
+    root = special_roots.get((group, option), trees["plain"])
     image_size = 299 if option == "inception_v3" else 32  # its auxiliary head needs 299 px
     output_dir = tmp_path / "run"
     overrides = [

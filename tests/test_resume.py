@@ -122,6 +122,10 @@ def test_resume_last_and_bad_resume_paths(work: Path) -> None:
     result = subprocess.run(command(work, f"resume={work / 'nowhere'}"), cwd=work, env=environment(),
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode != 0 and "not a run directory" in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"emotionvision-train: error: resume={work / 'nowhere'}: not a run directory "
+        "(no .hydra/config.yaml); name a run under logs/."
+    ]  # one line, no traceback
 
 
 def test_rerunning_an_interrupted_sweep_skips_finished_jobs(work: Path) -> None:

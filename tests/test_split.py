@@ -227,7 +227,7 @@ def test_split_file_with_missing_images_names_them(tmp_path: Path, make_tree, ca
     manifest = tmp_path / "split.csv"
     write_manifest(manifest, [(str(root / "anger" / "gone.png"), "anger", "train", 0)])
     datamodule = EmotionDataModule(root, split_file=manifest, image_size=16, cache_dir=cache_dir)
-    with pytest.raises(FileNotFoundError, match=r"1 images listed in .*split.csv are missing.*gone.png"):
+    with pytest.raises(UsageError, match=r"1 images listed in .*split.csv are missing.*gone.png"):
         datamodule.setup()
 
 

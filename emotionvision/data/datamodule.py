@@ -200,8 +200,9 @@ class EmotionDataModule(pl.LightningDataModule):
         rows = [row for row in self._manifest_rows() if row["label"] in self.class_names]
         missing = [row["path"] for row in rows if not Path(row["path"]).is_file()]
         if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} images listed in {self.split_file} are missing, e.g. {missing[0]}."
+            raise UsageError(
+                f"{len(missing)} images listed in {self.split_file} are missing, e.g. {missing[0]}: "
+                "restore them, or drop data.split_file to split anew."
             )
         label_of = {name: i for i, name in enumerate(self.class_names)}
         return (
@@ -214,7 +215,10 @@ class EmotionDataModule(pl.LightningDataModule):
         counts = Counter(labels.tolist())
         empty = [name for i, name in enumerate(self.class_names) if counts.get(i, 0) == 0]
         if empty:
-            raise ValueError(f"No readable images for classes {empty} under {self.root}.")
+            raise UsageError(
+                f"No readable images for classes {empty} under {self.root} (see skipped.csv): add images, "
+                "or leave the classes out with data.classes."
+            )
 
     def _groups(self, paths: list[Path], labels: np.ndarray, hashes: np.ndarray) -> np.ndarray:
         """Groups kept whole by the split: near-duplicates (unless near_duplicate_bits is None) merged
