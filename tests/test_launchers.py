@@ -55,7 +55,9 @@ def test_optuna_and_joblib_configs_compose(compose_train) -> None:
     assert sweeper.direction == "maximize" and cfg.monitor.metric == "val/macro_f1"
     minimising = compose_train(["hparams_search=optuna", "monitor.metric=val/loss", "monitor.mode=min"], True)
     assert minimising.hydra.sweeper.direction == "minimize"
-    assert set(sweeper.params) == {"optimizer.lr", "optimizer.weight_decay", "augmentation.strength"}
+    searched = {"optimizer.lr", "optimizer.weight_decay", "augmentation.strength"}
+    assert set(sweeper.params) == searched | {"data.fold"}  # conf/hydra: the fold sweep of data.folds
+    assert sweeper.params["data.fold"] == "null"  # no cross-validation: every trial uses the one split
     assert cfg.augmentation._target_ == "emotionvision.data.augmentation.scaled_augmentation"
     cfg = compose_train(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
