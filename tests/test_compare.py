@@ -23,12 +23,18 @@ CLASSES = ["anger", "happy", "sad"]
 
 
 def write_run(
-    run_dir: Path, overrides: list[str], seed: int, acc: float, split: str = "a,b,test,0\n"
+    run_dir: Path,
+    overrides: list[str],
+    seed: int,
+    acc: float,
+    split: str = "a,b,test,0\n",
+    fold: int | None = None,
 ) -> None:
-    """A finished run as emotionvision-train leaves it (only the files compare reads)."""
+    """A finished run as emotionvision-train leaves it (only the files compare reads); `fold`: a
+    cross-validation fold's run."""
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra/overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (run_dir / ".hydra/config.yaml").write_text(yaml.safe_dump({"seed": seed}))
+    (run_dir / ".hydra/config.yaml").write_text(yaml.safe_dump({"seed": seed, "data": {"fold": fold}}))
     (run_dir / "split.csv").write_text("path,label,split,group\n" + split)
     metrics = {"test/acc": acc, "test/macro_f1": acc - 0.05, "test/auroc": acc + 0.1}
     metrics |= {f"test/recall/{name}": acc for name in CLASSES}
@@ -163,3 +169,26 @@ def test_compare_augmentation_sweep_end_to_end(
     assert "| augmentation=standard | 2 |" in printed
     assert "over 2 paired seeds" in printed or "no test applies" in printed
     assert (sweep / "compare/compare.png").stat().st_size > 10_000
+
+
+def test_two_cross_validations_are_paired_fold_by_fold(tmp_path: Path) -> None:
+    """Two sweeps of data.folds=4 (one with augmentation=standard): each fold's runs share its split,
+    and the differences pair fold k of one with fold k of the other."""
+    base = [0.50, 0.58, 0.54, 0.61]
+    for sweep, extra, gains in (
+        ("plain", [], [0.0] * 4),
+        ("augmented", ["augmentation=standard"], [0.02, 0.04, 0.03, 0.03]),
+    ):
+        for fold, (value, gain) in enumerate(zip(base, gains, strict=True)):
+            overrides = ["data.folds=4", f"data.fold={fold}", *extra]
+            write_run(
+                tmp_path / sweep / f"fold{fold}", overrides, 0, value + gain, f"a,b,test,{fold}\n", fold
+            )
+    report = compare([tmp_path / "plain", tmp_path / "augmented"], tmp_path / "out")
+    assert "| augmentation=standard | 4 |" in report and "Mean ± standard deviation over folds" in report
+    assert (
+        "test/acc of augmentation=standard minus augmentation=(default): +0.0300 over 4 paired folds"
+        in report
+    )
+    assert "Each fold's runs used the same split (4 folds, 688 test images in all)" in report
+    assert "Runs are paired fold by fold" in report
