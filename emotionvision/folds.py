@@ -9,6 +9,7 @@ values, `${fold_subdir:}`), and `FoldSummary` writes each cross-validation's sum
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,17 @@ def fold_mode(folds: int | str | None, fold: int | None) -> str | None:
 
 def fold_range(folds: int | str | None, _root_: DictConfig) -> str:
     """The sweep of `data.fold`: every fold of `data.folds` (for loso, one per group of the data), or
-    null (no cross-validation)."""
+    null (no cross-validation). Only Hydra's basic sweeper runs every fold (a search, e.g. Optuna's,
+    would sample folds): with another, `data.folds` ends the program with one line."""
     if folds is None:
         return "null"
+    sweeper = str(OmegaConf.select(_root_, "hydra.sweeper._target_", default=""))
+    if not sweeper.endswith(".BasicSweeper"):
+        raise SystemExit(
+            f"{Path(sys.argv[0]).name}: error: data.folds={folds} runs every fold under Hydra's basic "
+            f"sweeper, not {sweeper.rsplit('.', 1)[-1]}: search on one split (drop data.folds), then "
+            "cross-validate the best settings."
+        )
     datamodule = instantiate(_root_.data, manifest_path=None)
     return f"range({datamodule.fold_count()})"
 

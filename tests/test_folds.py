@@ -135,3 +135,15 @@ def test_folds_of_two_variants_under_joblib_compare_fold_by_fold(
     assert compare.returncode == 0, compare.stderr[-3000:]
     assert "over 2 paired folds" in compare.stdout or "2 paired folds: with no spread" in compare.stdout
     assert "Each fold's runs used the same split (2 folds, 24 test images in all)" in compare.stdout
+
+
+def test_a_search_sweeper_refuses_folds(tmp_path: Path) -> None:
+    """Optuna would sample folds as a search space: data.folds with hparams_search is one clear line."""
+    env = {key: value for key, value in os.environ.items() if key != "EMOTIONVISION_ROOT"}
+    command = [str(BIN / "emotionvision-train"), "hparams_search=optuna", "data.folds=3"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and not (tmp_path / "logs").exists()
+    assert result.stderr.strip().splitlines() == [
+        "emotionvision-train: error: data.folds=3 runs every fold under Hydra's basic sweeper, not "
+        "OptunaSweeper: search on one split (drop data.folds), then cross-validate the best settings."
+    ]
