@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emotionvision.compare import main as compare_main
@@ -181,9 +182,8 @@ def test_two_cross_validations_are_paired_fold_by_fold(tmp_path: Path) -> None:
     ):
         for fold, (value, gain) in enumerate(zip(base, gains, strict=True)):
             overrides = ["data.folds=4", f"data.fold={fold}", *extra]
-            write_run(
-                tmp_path / sweep / f"fold{fold}", overrides, 0, value + gain, f"a,b,test,{fold}\n", fold
-            )
+            split = f"a,b,test,{fold}\n" + "".join(f"t{i},b,train,{i}\n" for i in range(516))
+            write_run(tmp_path / sweep / f"fold{fold}", overrides, 0, value + gain, split, fold)
     report = compare([tmp_path / "plain", tmp_path / "augmented"], tmp_path / "out")
     assert "| augmentation=standard | 4 |" in report and "Mean ± standard deviation over folds" in report
     assert (
@@ -192,3 +192,9 @@ def test_two_cross_validations_are_paired_fold_by_fold(tmp_path: Path) -> None:
     )
     assert "Each fold's runs used the same split (4 folds, 688 test images in all)" in report
     assert "Runs are paired fold by fold" in report
+    # Nadeau and Bengio: variance of the mean (1/J + n_test/n_train) s^2; 172 test, 516 training images
+    differences = np.array([0.02, 0.04, 0.03, 0.03])
+    statistic = differences.mean() / np.sqrt((1 / 4 + 172 / 516) * differences.var(ddof=1))
+    expected = 2 * stats.t.sf(statistic, df=3)
+    assert f"corrected resampled t-test p = {expected:.3g}): the difference is significant" in report
+    assert "The corrected resampled t-test decides significance" in report
