@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emotionvision.data import EmotionDataModule
 from emotionvision.errors import UsageError
@@ -113,6 +114,11 @@ def test_three_folds_end_to_end_write_the_summary(
     pooled = np.sum([fold["test/confusion_matrix"] for fold in folds], axis=0)
     assert summary["pooled_confusion_matrix"] == pooled.tolist() and pooled.sum() == 36  # every image once
     assert "| acc |" in (sweep_dir / "cv_summary.md").read_text()
+    assert summary["pooled_recall"]["happy"] == pytest.approx(pooled[1, 1] / pooled[1].sum())
+    events = EventAccumulator(str(sweep_dir / "tensorboard"))
+    events.Reload()
+    accuracy = [event.value for event in events.Scalars("cross_validation/acc")]
+    assert accuracy == pytest.approx([fold["test/acc"] for fold in folds])
     assert (sweep_dir / "cv_summary.png").stat().st_size > 0
 
 

@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from torch.utils.tensorboard import SummaryWriter
 
 from emotionvision.reporting.figures import cross_validation_figure, save_png
 from emotionvision.reporting.statistics import wilson_interval
@@ -38,8 +40,9 @@ def class_names_of(metrics: dict) -> list[str]:
 
 def cv_summary(folds: list[tuple[Path, dict]]) -> dict:
     """Per-fold values, mean, standard deviation, minimum and maximum of each metric, and the
-    confusion matrix pooled over folds with its accuracy."""
+    confusion matrix pooled over folds with its accuracy and per-class recall."""
     pooled = np.sum([np.asarray(metrics["test/confusion_matrix"]) for _, metrics in folds], axis=0)
+    recall = np.diag(pooled) / np.maximum(pooled.sum(axis=1), 1)
     summary: dict = {
         "folds": len(folds),
         "classes": class_names_of(folds[0][1]),
@@ -47,6 +50,7 @@ def cv_summary(folds: list[tuple[Path, dict]]) -> dict:
         "test_images": [int(np.sum(metrics["test/confusion_matrix"])) for _, metrics in folds],
         "pooled_confusion_matrix": pooled.tolist(),
         "pooled_acc": float(np.trace(pooled) / pooled.sum()),
+        "pooled_recall": dict(zip(class_names_of(folds[0][1]), recall.tolist(), strict=True)),
     }
     for metric in FOLD_METRICS:
         values = np.array([metrics[metric] for _, metrics in folds], dtype=np.float64)
@@ -81,6 +85,10 @@ def cv_markdown(summary: dict) -> str:
         f"Pooled over folds (every image tested once): accuracy {summary['pooled_acc']:.3f} on {total} "
         f"images (95% Wilson interval {low:.3f}-{high:.3f}); confusion matrix in cv_summary.png.",
         "",
+        "Pooled recall per class: "
+        + ", ".join(f"{name} {recall:.3f}" for name, recall in summary["pooled_recall"].items())
+        + ".",
+        "",
         "The spread over folds shows how much one held-out split's result depends on which images it "
         "holds; folds share training images, so it is no independent-sample interval.",
     ]
@@ -88,7 +96,8 @@ def cv_markdown(summary: dict) -> str:
 
 
 def write_cv_summary(output_dir: Path, fold_dirs: list[Path]) -> str:
-    """Write cv_summary.md, cv_summary.json, cv_folds.csv and cv_summary.png; return the markdown."""
+    """Write cv_summary.md, cv_summary.json, cv_folds.csv, cv_summary.png and the summary for
+    TensorBoard (tensorboard/: per-fold scalars, the figure and the table); return the markdown."""
     folds = read_folds(fold_dirs)
     if not folds:
         raise FileNotFoundError(f"No fold under {output_dir} finished testing: nothing to summarise.")
@@ -107,5 +116,16 @@ def write_cv_summary(output_dir: Path, fold_dirs: list[Path]) -> str:
     figure = cross_validation_figure(
         values, np.asarray(summary["pooled_confusion_matrix"]), summary["classes"], output_dir.name
     )
+    log_to_tensorboard(output_dir / "tensorboard", summary, report, figure)
     save_png(figure, output_dir / "cv_summary.png")
     return report
+
+
+def log_to_tensorboard(log_dir: Path, summary: dict, report: str, figure: Figure) -> None:
+    """Each metric per fold (step = fold), the summary figure and the markdown table."""
+    with SummaryWriter(log_dir) as writer:
+        for metric in FOLD_METRICS:
+            for fold, value in enumerate(summary[metric]["values"]):
+                writer.add_scalar(f"cross_validation/{metric.removeprefix('test/')}", value, fold)
+        writer.add_figure("cross_validation/summary", figure, close=False)
+        writer.add_text("cross_validation/summary", report)
