@@ -40,6 +40,12 @@ class UsageError(ValueError):
     """A mistake the user can fix (a bad option, an unusable data tree); the message names the fix."""
 
 
+def usage_exit(error: UsageError) -> SystemExit:
+    """The exit of a usage error found while Hydra composes the config (in a resolver, before any task
+    runs): `<program>: error: <message>` on stderr, status 1."""
+    return SystemExit(f"{Path(sys.argv[0]).name}: error: {error}")
+
+
 class JobUsageError(CompactHydraException):
     """A multirun job's UsageError: after the sweep Hydra prints its one-line message, no traceback."""
 

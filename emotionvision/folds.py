@@ -9,7 +9,6 @@ values, `${fold_subdir:}`), and `FoldSummary` writes each cross-validation's sum
 from __future__ import annotations
 
 import logging
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from emotionvision.errors import UsageError, usage_error, usage_exit
 from emotionvision.reporting.folds import write_cv_summary
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,19 @@ def fold_range(folds: int | str | None, _root_: DictConfig) -> str:
     if folds is None:
         return "null"
     sweeper = str(OmegaConf.select(_root_, "hydra.sweeper._target_", default=""))
-    if not sweeper.endswith(".BasicSweeper"):
-        raise SystemExit(
-            f"{Path(sys.argv[0]).name}: error: data.folds={folds} runs every fold under Hydra's basic "
-            f"sweeper, not {sweeper.rsplit('.', 1)[-1]}: search on one split (drop data.folds), then "
-            "cross-validate the best settings."
-        )
-    datamodule = instantiate(_root_.data, manifest_path=None)
-    return f"range({datamodule.fold_count()})"
+    try:
+        if not sweeper.endswith(".BasicSweeper"):
+            raise UsageError(
+                f"data.folds={folds} runs every fold under Hydra's basic sweeper, not "
+                f"{sweeper.rsplit('.', 1)[-1]}: search on one split (drop data.folds), then cross-validate "
+                "the best settings."
+            )
+        return f"range({instantiate(_root_.data, manifest_path=None).fold_count()})"
+    except Exception as error:  # instantiate wraps the data module's errors
+        usage = usage_error(error)
+        if usage is None:
+            raise
+        raise usage_exit(usage) from None
 
 
 def fold_subdir(num: int, fold: int | None, sweep_dir: str, overrides: ListConfig) -> str:

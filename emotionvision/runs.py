@@ -9,14 +9,13 @@ resumes one that was interrupted and starts the others.
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from emotionvision.errors import UsageError
+from emotionvision.errors import UsageError, usage_exit
 
 FRESH = (None, "auto")
 
@@ -35,7 +34,7 @@ def run_dir(resume: str | None, runs_root: str, name: str) -> str:
     try:
         return _run_dir(resume, runs_root, name)
     except UsageError as error:
-        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {error}") from None
+        raise usage_exit(error) from None
 
 
 def _run_dir(resume: str | None, runs_root: str, name: str) -> str:

@@ -143,13 +143,28 @@ def test_folds_of_two_variants_under_joblib_compare_fold_by_fold(
     assert "Each fold's runs used the same split (2 folds, 24 test images in all)" in compare.stdout
 
 
-def test_a_search_sweeper_refuses_folds(tmp_path: Path) -> None:
-    """Optuna would sample folds as a search space: data.folds with hparams_search is one clear line."""
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["hparams_search=optuna", "data.folds=3"],
+            "data.folds=3 runs every fold under Hydra's basic sweeper, not OptunaSweeper: search on one "
+            "split (drop data.folds), then cross-validate the best settings.",
+        ),
+        (
+            ["data=folder", "data.root=TREE", "data.folds=loso"],
+            "data.folds=loso leaves one group out: set data.group_by to name each subject.",
+        ),
+    ],
+    ids=["search-sweeper", "loso-without-group_by"],
+)
+def test_fold_mistakes_found_while_composing_end_in_one_line(
+    tmp_path: Path, make_subject_tree, args: list[str], message: str
+) -> None:
+    """The fold count is resolved before any task runs (Optuna would sample folds as a search space)."""
+    tree = make_subject_tree(tmp_path / "images", subjects=3)
     env = {key: value for key, value in os.environ.items() if key != "EMOTIONVISION_ROOT"}
-    command = [str(BIN / "emotionvision-train"), "hparams_search=optuna", "data.folds=3"]
+    command = [str(BIN / "emotionvision-train"), *(arg.replace("TREE", str(tree)) for arg in args)]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and not (tmp_path / "logs").exists()
-    assert result.stderr.strip().splitlines() == [
-        "emotionvision-train: error: data.folds=3 runs every fold under Hydra's basic sweeper, not "
-        "OptunaSweeper: search on one split (drop data.folds), then cross-validate the best settings."
-    ]
+    assert result.stderr.strip().splitlines() == [f"emotionvision-train: error: {message}"]
