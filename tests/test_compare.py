@@ -74,6 +74,7 @@ def test_consistent_gain_is_significant(tmp_path: Path) -> None:
     assert "| augmentation=none | 5 | 0.572 ± 0.019 |" in report
     assert "test/acc of augmentation=standard minus augmentation=none: +0.0300 over 5 paired seeds" in report
     assert "the difference is significant at the 5% level" in report
+    assert "with 5 pairs its smallest two-sided p is 0.0625, so it cannot reach 5% on its own" in report
     with (tmp_path / "out/paired.csv").open() as handle:
         acc = next(row for row in csv.DictReader(handle) if row["metric"] == "test/acc")
     assert float(acc["ci_low"]) > 0.02 and float(acc["ci_high"]) < 0.04
@@ -198,3 +199,4 @@ def test_two_cross_validations_are_paired_fold_by_fold(tmp_path: Path) -> None:
     expected = 2 * stats.t.sf(statistic, df=3)
     assert f"corrected resampled t-test p = {expected:.3g}): the difference is significant" in report
     assert "The corrected resampled t-test decides significance" in report
+    assert "(with 4 pairs its smallest two-sided p is 0.125, so it cannot reach 5% on its own)" in report

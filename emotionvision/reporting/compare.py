@@ -270,11 +270,14 @@ def markdown_report(
     if differences:
         lines += ["", f"## Paired differences from {variants[0]} (by {pair_unit(runs)})", ""]
         lines += [f"- {difference.sentence()}" for difference in differences]
+        pairs = min(difference.pairs for difference in differences)
+        floor = 2 / 2**pairs  # the Wilcoxon signed-rank test's smallest two-sided p with `pairs` pairs
         lines += [
             "",
             f"{'Paired' if test_train_ratio(runs) is None else 'The corrected resampled'} t-test decides "
-            "significance; the Wilcoxon signed-rank p-values are in paired.csv (with 5 pairs its "
-            "smallest two-sided p is 0.0625, so it cannot reach 5% on its own).",
+            f"significance; the Wilcoxon signed-rank p-values are in paired.csv (with {pairs} pairs its "
+            f"smallest two-sided p is {floor:.3g}"
+            + (f", so it cannot reach {1 - confidence:.0%} on its own)." if floor > 1 - confidence else ")."),
         ]
     return "\n".join(lines) + "\n"
 
