@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotionvision.data.folders import checked_class_map
 from emotionvision.errors import UsageError, check_arguments, reports_usage_errors
-from emotionvision.evaluate import NoSharedClassError, evaluate
+from emotionvision.evaluation import NoSharedClassError, evaluate
 from emotionvision.reporting.crosseval import CrossCell, write_crosseval
 
 log = logging.getLogger(__name__)

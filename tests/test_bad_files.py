@@ -27,7 +27,7 @@ from emotionvision.data.images import (
     load_rgb,
 )
 from emotionvision.errors import UsageError
-from emotionvision.evaluate import evaluate
+from emotionvision.evaluation import evaluate
 from emotionvision.train import train
 
 BOMB_SIDE = 20_000  # 400 M pixels: more than twice PIL's limit, in a file of about 50 kB

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from sklearn import metrics as sk
 
-from emotionvision import EmotionClassifier, Predictor, crosseval, evaluate, train
+from emotionvision import EmotionClassifier, Predictor, crosseval, evaluation, train
 from emotionvision.data import EmotionDataModule
 from emotionvision.data.split import read_manifest
 from emotionvision.errors import UsageError
@@ -98,7 +98,7 @@ def other_eval(checkpoint: Path, trees: dict[str, Path], tmp_path_factory: pytes
     """emotionvision-eval of the checkpoint on the JAFFE-like tree with its class map; its metrics.json."""
     output = tmp_path_factory.mktemp("eval")
     cfg = compose_eval(output, *on_jaffe(checkpoint, trees))
-    evaluate.evaluate(cfg)
+    evaluation.evaluate(cfg)
     return json.loads((output / "report" / "metrics.json").read_text()) | {"report": output / "report"}
 
 
@@ -156,7 +156,7 @@ def test_data_classes_restricts_the_tree(
 ) -> None:
     cfg = compose_eval(tmp_path, *on_jaffe(checkpoint, trees), "data.classes=[sad]")
     with caplog.at_level(logging.INFO, logger="emotionvision"):
-        metrics = evaluate.evaluate(cfg)
+        metrics = evaluation.evaluate(cfg)
     assert metrics["classes_evaluated"] == ["sad"] and metrics["num_images"] == 6
     assert metrics["classes_skipped"] == {"happy": 5, "neutral": 4, "surprise": 3}
     unknown = "classes the checkpoint does not know are skipped (images: {'neutral': 4, 'surprise': 3})"
@@ -168,11 +168,11 @@ def test_eval_refuses_classes_the_checkpoint_lacks_in_one_line(
 ) -> None:
     chosen = compose_eval(tmp_path, *on_jaffe(checkpoint, trees), "data.classes=[neutral,sad]")
     with pytest.raises(UsageError, match=r"data.classes names \['neutral'\], which the checkpoint") as error:
-        evaluate.evaluate(chosen)
+        evaluation.evaluate(chosen)
     assert "data.class_map={folder: class}" in str(error.value) and "\n" not in str(error.value)
     disjoint = compose_eval(tmp_path, f"ckpt_path={checkpoint}", f"data.root={trees['contempt']}")
-    with pytest.raises(evaluate.NoSharedClassError, match=r"shares no class with the checkpoint") as error:
-        evaluate.evaluate(disjoint)
+    with pytest.raises(evaluation.NoSharedClassError, match=r"shares no class with the checkpoint") as error:
+        evaluation.evaluate(disjoint)
     assert "data.class_map={folder: class}" in str(error.value) and "\n" not in str(error.value)
 
 

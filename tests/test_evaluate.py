@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from emotionvision import evaluate, train
+from emotionvision import evaluate, evaluation, train
 from emotionvision.data.demo import generate_demo_dataset
 from emotionvision.data.split import SPLITS, read_manifest
 from emotionvision.reporting.history import overfitting_summary, overfitting_text, read_history
@@ -169,7 +169,7 @@ def test_overfitting_summary_by_hand() -> None:
 def test_data_split_selects_the_images_of_the_manifest(run_dir: Path) -> None:
     manifest = run_dir / "split.csv"
     rows = read_manifest(manifest)
-    files = {split: evaluate.manifest_files(manifest, split) for split in (*SPLITS, "all")}
+    files = {split: evaluation.manifest_files(manifest, split) for split in (*SPLITS, "all")}
     counts = {split: sum(map(len, files[split].values())) for split in files}
     assert counts["all"] == len(rows) == sum(counts[split] for split in SPLITS)
     for split in SPLITS:
@@ -186,7 +186,7 @@ def test_eval_of_another_folder(run_dir: Path, tmp_path: Path) -> None:
         (folder / row["label"]).mkdir(parents=True, exist_ok=True)
         shutil.copy(row["path"], folder / row["label"])
     cfg = compose_eval(tmp_path, f"ckpt_path={best}", f"data.root={folder}")
-    report = evaluate.evaluate(cfg)
+    report = evaluation.evaluate(cfg)
     assert report["num_images"] == 10 and report["split"] == "all"
     counts = Counter(row["label"] for row in rows[:10])
     assert {name: report[f"all/support/{name}"] for name in counts} == counts
@@ -198,10 +198,10 @@ def test_eval_names_data_it_cannot_evaluate(run_dir: Path, tmp_path: Path) -> No
         (tmp_path / "tree" / name).mkdir(parents=True)
     cfg = compose_eval(tmp_path, f"ckpt_path={best}", f"data.root={tmp_path}/tree")
     with pytest.raises(ValueError, match=r"holds no image of the classes \['anger'\]"):
-        evaluate.evaluate(cfg)
+        evaluation.evaluate(cfg)
     for split in ("train", "test"):
         (tmp_path / "fer" / split / "anger").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"holds train/ and test/ folders: point data.root at one"):
-        evaluate.evaluate(compose_eval(tmp_path, f"ckpt_path={best}", f"data.root={tmp_path}/fer"))
+        evaluation.evaluate(compose_eval(tmp_path, f"ckpt_path={best}", f"data.root={tmp_path}/fer"))
     with pytest.raises(ValueError, match=r"data\.split=dev"):
-        evaluate.evaluate(compose_eval(tmp_path, f"ckpt_path={best}", "data.split=dev"))
+        evaluation.evaluate(compose_eval(tmp_path, f"ckpt_path={best}", "data.split=dev"))
