@@ -64,7 +64,7 @@ def parse_args() -> argparse.Namespace:
 
 def framework_command(size: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
     return [
-        *(sys.executable, "-m", "emotionvision.train", "experiment=resnet18_augmented"),
+        *(sys.executable, "-m", "emotionvision.cli.train", "experiment=resnet18_augmented"),
         *(f"model.input_size={size}", f"trainer.max_epochs={args.epochs}"),
         f"data.num_workers={args.workers}",
         *("test=false", "logger=csv", f"seed={args.seed}", f"hydra.run.dir={run_dir}"),

@@ -20,7 +20,7 @@ from emotionvision.data.images import SkipReport
 from emotionvision.data.split import SPLITS, read_manifest
 from emotionvision.errors import UsageError
 from emotionvision.models.classifier import load_classifier
-from emotionvision.reporting.report import merge_json
+from emotionvision.reporting.run_report import merge_json
 
 log = logging.getLogger(__name__)
 

@@ -92,6 +92,8 @@ def compose_train() -> Iterator[Callable]:
     """compose(overrides, return_hydra_config=False) of the installed `train` config."""
     from hydra import compose, initialize_config_module
 
+    import emotionvision.cli.train  # noqa: F401  (registers the config's resolvers)
+
     with initialize_config_module(config_module="emotionvision.conf", version_base="1.3"):
 
         def _compose(overrides: list[str], return_hydra_config: bool = False):

@@ -16,7 +16,7 @@ import torch
 from hydra import compose
 from PIL import Image
 
-from emotionvision import EmotionClassifier, Predictor
+from emotionvision.cli.train import train
 from emotionvision.data.cache import DecodeCache
 from emotionvision.data.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -28,7 +28,8 @@ from emotionvision.data.images import (
 )
 from emotionvision.errors import UsageError
 from emotionvision.evaluation import evaluate
-from emotionvision.train import train
+from emotionvision.inference import Predictor
+from emotionvision.models import EmotionClassifier
 
 BOMB_SIDE = 20_000  # 400 M pixels: more than twice PIL's limit, in a file of about 50 kB
 

@@ -18,10 +18,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 from sklearn import metrics as sk
 
-from emotionvision import EmotionClassifier, Predictor, crosseval, evaluation, train
+from emotionvision import evaluation
+from emotionvision.cli import crosseval, train
 from emotionvision.data import EmotionDataModule
 from emotionvision.data.split import read_manifest
 from emotionvision.errors import UsageError
+from emotionvision.inference import Predictor
+from emotionvision.models import EmotionClassifier
 
 SIZE = 32
 # a CK+-like tree (folder names unlike the checkpoint's) and a JAFFE-like one with extra classes

@@ -15,8 +15,8 @@ import yaml
 from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from emotionvision.compare import main as compare_main
-from emotionvision.reporting.compare import compare, load_runs, swept_keys
+from emotionvision.cli.compare import main as compare_main
+from emotionvision.reporting.comparison import compare, load_runs, swept_keys
 from emotionvision.reporting.statistics import paired_difference
 
 BIN = Path(sys.executable).parent

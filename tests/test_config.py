@@ -13,9 +13,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import OmegaConf, open_dict
 
+from emotionvision.cli.train import instantiate_run
 from emotionvision.data import EmotionDataModule
 from emotionvision.models import EmotionClassifier
-from emotionvision.train import instantiate_run
 
 CONF = Path(str(importlib.resources.files("emotionvision.conf")))  # what Hydra reads
 SPECIAL_GROUPS = {"hydra"}  # Hydra's own settings: checked separately

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotionvision.train import train
+from emotionvision.cli.train import train
 
 BIN = Path(sys.executable).parent
 SHORT_RUN = [

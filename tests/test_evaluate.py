@@ -15,10 +15,11 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from emotionvision import evaluate, evaluation, train
+from emotionvision import evaluation
+from emotionvision.cli import evaluate, train
 from emotionvision.data.demo import generate_demo_dataset
 from emotionvision.data.split import SPLITS, read_manifest
-from emotionvision.reporting.history import overfitting_summary, overfitting_text, read_history
+from emotionvision.reporting.curves import overfitting_summary, overfitting_text, read_history
 
 REPORT_FILES = (
     "metrics.json",

@@ -15,10 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emotionvision import EmotionClassifier, Predictor, export, predict
+from emotionvision.cli import export, predict
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport, list_class_files
-from emotionvision.models import onnx
+from emotionvision.inference import Predictor
+from emotionvision.models import EmotionClassifier, onnx
 from emotionvision.models.classifier import load_classifier
 
 CLASSES = ["anger", "happy", "sad"]

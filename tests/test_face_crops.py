@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotionvision import Predictor
+from emotionvision.cli.train import train
 from emotionvision.data import EmotionDataModule
 from emotionvision.data.cache import CACHE_VERSION, DecodeCache
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport
-from emotionvision.train import train
+from emotionvision.inference import Predictor
 
 pytest.importorskip("facenet_pytorch", reason='needs the faces extra: pip install "emotionvision[faces]"')
 FACE = {"detector": "mtcnn", "margin": 0.2, "grey": True, "no_face": "whole"}

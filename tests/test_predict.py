@@ -12,10 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from emotionvision import EmotionClassifier, Predictor, predict
+from emotionvision import inference
+from emotionvision.cli import predict
 from emotionvision.data.cache import DecodeCache
 from emotionvision.data.images import SkipReport
 from emotionvision.errors import UsageError
+from emotionvision.inference import Predictor
+from emotionvision.models import EmotionClassifier
 from emotionvision.models.checkpoint import UnsafeCheckpointError
 from emotionvision.models.classifier import load_classifier
 
@@ -119,7 +122,7 @@ def test_cli_labels_a_folder(
 
 def test_bad_output_and_missing_input_are_named(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"output=.*preds\.txt: name a \.csv or a \.json"):
-        predict.write_predictions([], tmp_path / "preds.txt")
+        inference.write_predictions([], tmp_path / "preds.txt")
     with pytest.raises(UsageError, match=r"nowhere\.jpg does not exist"):
         Predictor(checkpoint, device="cpu").predict([tmp_path / "nowhere.jpg"])
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn import metrics as sk
 
-from emotionvision.reporting.metrics import CALIBRATION_BINS, calibration_bins, report_results
-from emotionvision.reporting.report import classification_report_text
+from emotionvision.reporting.run_report import classification_report_text
+from emotionvision.reporting.scores import CALIBRATION_BINS, calibration_bins, report_results
 
 CLASSES = ["anger", "happy", "pain", "sad"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from emotionvision.reporting.sanity import overfit_batch_verdict, shuffled_labels_verdict
+from emotionvision.cli.train import train
 from emotionvision.reporting.statistics import wilson_interval
-from emotionvision.train import train
+from emotionvision.reporting.verdicts import overfit_batch_verdict, shuffled_labels_verdict
 
 TINY = [
     "data=folder",

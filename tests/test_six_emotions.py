@@ -86,7 +86,7 @@ def test_default_root_is_the_shared_data_set(six_emotions: Path, compose_train, 
 
 
 def test_one_epoch_on_the_real_subset_writes_metrics(subset: dict, compose_train, tmp_path: Path) -> None:
-    from emotionvision.train import train
+    from emotionvision.cli.train import train
 
     output_dir = tmp_path / "run"
     cfg = compose_train(

@@ -38,10 +38,10 @@ def run_cli(command: list[str], cwd: Path, timeout: int = 300) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, make_tree) -> Path:
-    """`python -m emotionvision.train` on 3 x 12 images for 2 epochs; the run directory."""
+    """`python -m emotionvision.cli.train` on 3 x 12 images for 2 epochs; the run directory."""
     cwd = tmp_path_factory.mktemp("e2e")
     root = make_tree(cwd / "images", dict.fromkeys(CLASSES, 12))
-    run_cli([sys.executable, "-m", "emotionvision.train", f"data.root={root}", *TINY_RUN], cwd)
+    run_cli([sys.executable, "-m", "emotionvision.cli.train", f"data.root={root}", *TINY_RUN], cwd)
     runs = list((cwd / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 1, runs
     return runs[0]
@@ -161,7 +161,7 @@ def test_inception_v3_end_to_end(tmp_path: Path, make_tree) -> None:
         "++trainer.limit_val_batches=1",
         f"hydra.run.dir={run_dir}",
     ]
-    run_cli([sys.executable, "-m", "emotionvision.train", *overrides], tmp_path, timeout=600)
+    run_cli([sys.executable, "-m", "emotionvision.cli.train", *overrides], tmp_path, timeout=600)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["test/acc"] <= 1.0
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)

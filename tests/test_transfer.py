@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from emotionvision.cli.train import train
 from emotionvision.models import EmotionClassifier
-from emotionvision.train import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FER2013 = Path(os.environ.get("EMOTIONVISION_FER2013", REPO_ROOT.parent / "shared" / "datasets" / "fer2013"))

@@ -13,7 +13,8 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from emotionvision.errors import UsageError, check_arguments, is_stub, reports_usage_errors, usage_error
+from emotionvision.cli.usage import is_stub, reports_usage_errors
+from emotionvision.errors import UsageError, check_arguments, usage_error
 
 BIN = Path(sys.executable).parent
 
@@ -191,7 +192,10 @@ def stub(path: Path, *files: str) -> Path:
 
 def test_only_stubs_of_this_process_count_as_stubs(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert is_stub(stub(tmp_path / "stub", "tensorboard/version_0/events", "split.csv", "skipped.csv"))
+    started = time.time() - 2
+    assert is_stub(
+        stub(tmp_path / "stub", "tensorboard/version_0/events", "split.csv", "skipped.csv"), started
+    )
     for kept in (
         "checkpoints/last.ckpt",
         "metrics.json",
@@ -199,8 +203,8 @@ def test_only_stubs_of_this_process_count_as_stubs(tmp_path: Path, monkeypatch) 
         "notes.txt",
         ".hydra/resumed_1/c.yaml",
     ):
-        assert not is_stub(stub(tmp_path / kept.replace("/", "_"), kept)), kept
+        assert not is_stub(stub(tmp_path / kept.replace("/", "_"), kept), started), kept
     old = stub(tmp_path / "old")
     os.utime(old / "train.log", (time.time() - 3600,) * 2)
-    assert not is_stub(old)
-    assert not is_stub(stub(tmp_path))  # the current directory
+    assert not is_stub(old, started)
+    assert not is_stub(stub(tmp_path), started)  # the current directory

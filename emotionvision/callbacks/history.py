@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from emotionvision.reporting.history import read_history, write_history
+from emotionvision.reporting.curves import read_history, write_history
 
 
 class HistoryCallback(Callback):

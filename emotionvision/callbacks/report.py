@@ -12,8 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from emotionvision.reporting.history import read_history
-from emotionvision.reporting.report import merge_json, write_report, write_training_section
+from emotionvision.reporting.curves import read_history
+from emotionvision.reporting.run_report import merge_json, write_report, write_training_section
 
 
 def gather_outputs(trainer: pl.Trainer, outputs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

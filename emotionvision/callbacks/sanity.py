@@ -11,8 +11,8 @@ from lightning.pytorch.callbacks import Callback
 
 from emotionvision.callbacks.report import batch_outputs, gather_outputs
 from emotionvision.errors import UsageError
-from emotionvision.reporting.metrics import confusion_matrix
-from emotionvision.reporting.sanity import overfit_batch_verdict, shuffled_labels_verdict
+from emotionvision.reporting.scores import confusion_matrix
+from emotionvision.reporting.verdicts import overfit_batch_verdict, shuffled_labels_verdict
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from emotionvision.cli.crossval import register_fold_resolvers
+from emotionvision.cli.resume import register_resolvers
+from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.data.folders import checked_class_map
-from emotionvision.errors import UsageError, check_arguments, reports_usage_errors
+from emotionvision.errors import UsageError, check_arguments
 from emotionvision.evaluation import NoSharedClassError, evaluate
-from emotionvision.reporting.crosseval import CrossCell, write_crosseval
+from emotionvision.reporting.matrix import CrossCell, write_crosseval
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,11 @@ def evaluate_cell(
         seen=metrics["seen_in_training"],
         report=report,
     )
+
+
+# the resolvers of conf/hydra/default.yaml, before Hydra composes
+register_resolvers()
+register_fold_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="crosseval")

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
+from emotionvision.reporting.curves import curves_of, metric_pair, overfitting_summary, overfitting_text
 from emotionvision.reporting.figures import (
     confusion_matrix_pair_figure,
     image_grid_figure,
@@ -25,8 +26,7 @@ from emotionvision.reporting.figures import (
     roc_figure,
     save_png,
 )
-from emotionvision.reporting.history import curves_of, metric_pair, overfitting_summary, overfitting_text
-from emotionvision.reporting.metrics import calibration_bins, confusion_matrix, report_results, roc_curves
+from emotionvision.reporting.scores import calibration_bins, confusion_matrix, report_results, roc_curves
 
 log = logging.getLogger(__name__)
 

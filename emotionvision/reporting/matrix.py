@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from emotionvision.reporting.compare import write_csv
+from emotionvision.reporting.comparison import write_csv
 from emotionvision.reporting.figures import save_png
 
 METRICS = {"acc": "Accuracy", "macro_f1": "Macro-F1"}

@@ -6,8 +6,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from emotionvision.errors import check_arguments, reports_usage_errors
+from emotionvision.cli.crossval import register_fold_resolvers
+from emotionvision.cli.resume import register_resolvers
+from emotionvision.cli.usage import reports_usage_errors
+from emotionvision.errors import check_arguments
 from emotionvision.evaluation import evaluate
+
+# the resolvers of conf/hydra/default.yaml, before Hydra composes
+register_resolvers()
+register_fold_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="eval")

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from emotionvision.errors import UsageError, usage_error, usage_exit
-from emotionvision.reporting.folds import write_cv_summary
+from emotionvision.reporting.cv_summary import write_cv_summary
 
 log = logging.getLogger(__name__)
 

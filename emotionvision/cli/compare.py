@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from emotionvision.reporting.compare import compare
+from emotionvision.reporting.comparison import compare
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,9 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from emotionvision.distributed import keep_ranks_in_job_dir
-from emotionvision.errors import check_arguments, reports_usage_errors
-from emotionvision.runs import resume_config
+from emotionvision.cli.crossval import register_fold_resolvers
+from emotionvision.cli.ddp import keep_ranks_in_job_dir
+from emotionvision.cli.resume import register_resolvers, resume_config
+from emotionvision.cli.usage import reports_usage_errors
+from emotionvision.errors import check_arguments
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,11 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value if isinstance(value, int | float | str | bool) else str(value)
     return flat
+
+
+# the resolvers of conf/hydra/default.yaml, before Hydra composes
+register_resolvers()
+register_fold_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="train")

@@ -20,10 +20,13 @@ from omegaconf import DictConfig
 from torch import nn
 from torchvision.transforms.v2.functional import to_dtype
 
+from emotionvision.cli.crossval import register_fold_resolvers
+from emotionvision.cli.resume import register_resolvers
+from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.data.cache import decode_image
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import DECODE_ERRORS, find_files
-from emotionvision.errors import UsageError, reports_usage_errors
+from emotionvision.errors import UsageError
 from emotionvision.models.classifier import EmotionClassifier, load_classifier
 from emotionvision.models.onnx import OnnxClassifier, require
 
@@ -170,6 +173,11 @@ def export(
     if difference > tolerance:
         raise RuntimeError(f"{path} differs from the checkpoint by {difference:.2e} > tolerance={tolerance}.")
     return path, difference
+
+
+# the resolvers of conf/hydra/default.yaml, before Hydra composes
+register_resolvers()
+register_fold_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="export")

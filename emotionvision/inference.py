@@ -1,4 +1,4 @@
-"""`emotionvision-predict`: label image files and folders with a trained checkpoint.
+"""Inference with a trained checkpoint or exported ONNX file: `Predictor` and the predictions file.
 
 From Python: `Predictor("run/checkpoints/best-epoch007.ckpt").predict(["photo.jpg", "folder/"], top_k=3)`.
 """
@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import hydra
 import torch
-from omegaconf import DictConfig
 from torchvision.transforms.v2.functional import to_dtype
 
 from emotionvision.data.cache import decode_image
@@ -26,7 +24,7 @@ from emotionvision.data.images import (
     find_files,
     skip_reason,
 )
-from emotionvision.errors import UsageError, reports_usage_errors
+from emotionvision.errors import UsageError
 from emotionvision.models.classifier import EmotionClassifier, load_classifier
 
 if TYPE_CHECKING:
@@ -159,27 +157,3 @@ def write_predictions(predictions: list[Prediction], output: Path) -> None:
             ]
             padding = [""] * (2 * top_k - len(ranked))
             writer.writerow([prediction.path, *ranked, *padding, prediction.error or ""])
-
-
-@hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="predict")
-@reports_usage_errors("emotionvision-predict")
-def main(cfg: DictConfig) -> None:
-    """Console entry point: predict `inputs` with `ckpt_path` and write `output`."""
-    output = Path(cfg.output)
-    check_output(output)
-    inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
-    predictor = Predictor(
-        cfg.ckpt_path,
-        device=cfg.device,
-        batch_size=cfg.batch_size,
-        tta=cfg.tta,
-        max_image_pixels=cfg.max_image_pixels,
-    )
-    predictions = predictor.predict(inputs, top_k=cfg.top_k)
-    write_predictions(predictions, output)
-    unreadable = sum(p.error is not None for p in predictions)
-    log.info("Predictions for %d files written to %s (%d unreadable)", len(predictions), output, unreadable)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,46 @@
+"""`emotionvision-predict`: label image files and folders with a trained checkpoint (see
+emotionvision/inference.py for the Python API)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from emotionvision.cli.crossval import register_fold_resolvers
+from emotionvision.cli.resume import register_resolvers
+from emotionvision.cli.usage import reports_usage_errors
+from emotionvision.inference import Predictor, check_output, write_predictions
+
+log = logging.getLogger(__name__)
+
+
+# the resolvers of conf/hydra/default.yaml, before Hydra composes
+register_resolvers()
+register_fold_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="predict")
+@reports_usage_errors("emotionvision-predict")
+def main(cfg: DictConfig) -> None:
+    """Console entry point: predict `inputs` with `ckpt_path` and write `output`."""
+    output = Path(cfg.output)
+    check_output(output)
+    inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
+    predictor = Predictor(
+        cfg.ckpt_path,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+        tta=cfg.tta,
+        max_image_pixels=cfg.max_image_pixels,
+    )
+    predictions = predictor.predict(inputs, top_k=cfg.top_k)
+    write_predictions(predictions, output)
+    unreadable = sum(p.error is not None for p in predictions)
+    log.info("Predictions for %d files written to %s (%d unreadable)", len(predictions), output, unreadable)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""How the commands report a failure: a `UsageError` (also one wrapped by Hydra's `instantiate` or
+re-raised by Lightning) becomes `<prog>: error: <message>` on stderr and exit status 1, and the stub run
+directory of a run that failed before it wrote anything of its own is removed."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from emotionvision.errors import usage_error
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# what a run writes before its first epoch ends: Hydra's config and logs (*.log), the loggers' folders,
+# the data module's split.csv, skipped.csv and faces.png; nothing a finished epoch writes (checkpoints/,
+# history.csv, metrics.json)
+STUB_ENTRIES = {".hydra", "tensorboard", "csv", "split.csv", "skipped.csv", "faces.png"}
+
+
+class JobUsageError(CompactHydraException):
+    """A multirun job's UsageError: after the sweep Hydra prints its one-line message, no traceback."""
+
+
+def reports_usage_errors(prog: str) -> Callable[[Callable[[DictConfig], T]], Callable[[DictConfig], T]]:
+    """Decorator of a Hydra task function (place it under `@hydra.main`).
+
+    On any failure the run directory is removed if it is a stub (`remove_stub`). A UsageError is then
+    printed as `<prog>: error: <message>` on stderr and the process exits with status 1; in a multirun
+    the job's error is logged, the other jobs run, and Hydra ends the sweep with that line.
+    HYDRA_FULL_ERROR=1 keeps the traceback."""
+
+    def decorate(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+        @functools.wraps(task)
+        def run(cfg: DictConfig) -> T:
+            started = time.time() - 2  # Hydra wrote the job's config just before
+            try:
+                return task(cfg)
+            except Exception as error:
+                if HydraConfig.initialized():
+                    remove_stub(Path(HydraConfig.get().runtime.output_dir), started)
+                usage = usage_error(error)
+                if usage is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                line = f"{prog}: error: {usage}"
+                if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                    log.error(line)
+                    raise JobUsageError(line) from None
+                print(line, file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+
+        return run
+
+    return decorate
+
+
+def remove_stub(run_dir: Path, started: float) -> bool:
+    """Remove `run_dir` if it is a stub (`is_stub`) and this is rank zero. Returns whether it was
+    removed."""
+    if rank_zero_only.rank != 0 or not is_stub(run_dir, started):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log.info("Removed %s: the run failed before it wrote a checkpoint or metrics", run_dir)
+    return True
+
+
+def is_stub(run_dir: Path, started: float) -> bool:
+    """True for a directory holding only what a run writes before training (`.hydra` without a resume's
+    config, *.log, STUB_ENTRIES), every file no older than `started` (made by this job), and not the
+    current directory or above it."""
+    if not run_dir.is_dir() or Path.cwd().resolve().is_relative_to(run_dir.resolve()):
+        return False
+    entries = list(run_dir.iterdir())
+    hydra_dir = run_dir / ".hydra"
+    return (
+        all(entry.name in STUB_ENTRIES or entry.suffix == ".log" for entry in entries)
+        and not (hydra_dir.is_dir() and any(path.is_dir() for path in hydra_dir.iterdir()))
+        and all(path.stat().st_mtime >= started for path in run_dir.rglob("*") if path.is_file())
+    )
