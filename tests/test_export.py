@@ -1,4 +1,4 @@
-"""emotionvision-export: ONNX and TorchScript files that match PyTorch, their metadata, and prediction
+"""emotionvision-export: ONNX and torch.export files that match PyTorch, their metadata, and prediction
 through an exported .onnx file."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import csv
 import importlib.util
 import json
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,13 +134,11 @@ def test_predict_runs_the_onnx_file_like_the_checkpoint(
     assert [row["label_1"] for row in rows] == [p.labels[0] if p.labels else "" for p in expected]
 
 
-def test_torchscript_round_trip(checkpoint: Path, tmp_path: Path) -> None:
-    path, difference = export.export(checkpoint, "torchscript", tmp_path / "tiny.pt", check_images=[])
-    assert path == tmp_path / "tiny.pt" and difference is not None and difference <= TOLERANCE
+def test_torch_export_round_trip(checkpoint: Path, tmp_path: Path) -> None:
+    path, difference = export.export(checkpoint, "torch_export", tmp_path / "tiny.pt2", check_images=[])
+    assert path == tmp_path / "tiny.pt2" and difference is not None and difference <= TOLERANCE
     extra = {export.METADATA_FILE: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(str(path), _extra_files=extra)
+    module = torch.export.load(path, extra_files=extra).module()
     classifier = load_classifier(checkpoint)
     assert json.loads(extra[export.METADATA_FILE]) == export.metadata(classifier)
     images = torch.rand(5, 3, SIZE, SIZE)
@@ -153,7 +150,7 @@ def test_torchscript_round_trip(checkpoint: Path, tmp_path: Path) -> None:
 def test_bad_format_output_and_missing_package_are_named(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    with pytest.raises(ValueError, match=r"format='tflite': choose one of onnx, torchscript"):
+    with pytest.raises(ValueError, match=r"format='tflite': choose one of onnx, torch_export"):
         export.export(checkpoint, "tflite")
     with pytest.raises(ValueError, match=r"output=.*model\.pt: a format=onnx file must end with \.onnx"):
         export.export(checkpoint, "onnx", tmp_path / "model.pt")
@@ -163,4 +160,4 @@ def test_bad_format_output_and_missing_package_are_named(
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit):
         export.main()
-    assert "format='tflite': choose one of onnx, torchscript" in capsys.readouterr().err
+    assert "format='tflite': choose one of onnx, torch_export" in capsys.readouterr().err

@@ -13,8 +13,9 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from emotionvision.cli.usage import is_stub, reports_usage_errors
+from emotionvision.cli.usage import is_stub, logger_folders, reports_usage_errors
 from emotionvision.errors import UsageError, check_arguments, usage_error
+from emotionvision.rundir import RunDir
 
 BIN = Path(sys.executable).parent
 
@@ -132,7 +133,7 @@ def test_a_resumed_run_directory_is_kept(work: Path) -> None:
             ["inputs=[a.jpg]", "output=out.txt"],
             "output=out.txt: name a .csv or a .json",
         ),
-        ("emotionvision-export", ["format=zip"], "format='zip': choose one of onnx, torchscript."),
+        ("emotionvision-export", ["format=zip"], "format='zip': choose one of onnx, torch_export."),
     ],
 )
 def test_the_other_entry_points(work: Path, program: str, args: list[str], message: str) -> None:
@@ -182,20 +183,20 @@ def test_check_arguments_names_the_closest_trainer_argument() -> None:
     check_arguments(OmegaConf.create({"_target_": "logging.basicConfig", "anything": 1}), "node")  # **kwargs
 
 
-def stub(path: Path, *files: str) -> Path:
+def stub(path: Path, *files: str) -> RunDir:
     """A run directory holding .hydra/config.yaml, train.log and `files`."""
     for name in (".hydra/config.yaml", "train.log", *files):
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).touch()
-    return path
+    return RunDir(path)
 
 
 def test_only_stubs_of_this_process_count_as_stubs(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     started = time.time() - 2
-    assert is_stub(
-        stub(tmp_path / "stub", "tensorboard/version_0/events", "split.csv", "skipped.csv"), started
-    )
+    made = stub(tmp_path / "stub", "tensorboard/version_0/events", "split.csv", "skipped.csv")
+    assert is_stub(made, {"tensorboard"}, started)
+    assert not is_stub(made, {"csv"}, started)  # a folder no configured logger writes
     for kept in (
         "checkpoints/last.ckpt",
         "metrics.json",
@@ -203,8 +204,19 @@ def test_only_stubs_of_this_process_count_as_stubs(tmp_path: Path, monkeypatch) 
         "notes.txt",
         ".hydra/resumed_1/c.yaml",
     ):
-        assert not is_stub(stub(tmp_path / kept.replace("/", "_"), kept), started), kept
+        assert not is_stub(stub(tmp_path / kept.replace("/", "_"), kept), set(), started), kept
     old = stub(tmp_path / "old")
     os.utime(old / "train.log", (time.time() - 3600,) * 2)
-    assert not is_stub(old, started)
-    assert not is_stub(stub(tmp_path), started)  # the current directory
+    assert not is_stub(old, set(), started)
+    assert not is_stub(stub(tmp_path), set(), started)  # the current directory
+
+
+def test_logger_folders_are_read_from_the_logger_configs(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    loggers = {
+        "tensorboard": {"save_dir": str(run.path), "name": "tensorboard"},
+        "csv": {"save_dir": str(run.path), "name": "metrics_csv"},
+        "elsewhere": {"save_dir": str(tmp_path / "shared"), "name": "wandb"},
+    }
+    assert logger_folders(OmegaConf.create({"logger": loggers}), run) == {"tensorboard", "metrics_csv"}
+    assert logger_folders(OmegaConf.create({"logger": None}), run) == set()

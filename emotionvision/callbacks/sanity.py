@@ -9,10 +9,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from emotionvision.callbacks.report import batch_outputs, gather_outputs
 from emotionvision.errors import UsageError
 from emotionvision.reporting.scores import confusion_matrix
 from emotionvision.reporting.verdicts import overfit_batch_verdict, shuffled_labels_verdict
+from emotionvision.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def write_verdict(output_dir: Path, verdict: dict) -> None:
     """sanity.json with PASS or FAIL, and the verdict in the log."""
     verdict["verdict"] = "PASS" if verdict["passed"] else "FAIL"
-    path = output_dir / "sanity.json"
+    path = RunDir(output_dir).sanity
     path.write_text(json.dumps(verdict, indent=2))
     log.info("Sanity check %s: %s; %s (%s)", verdict["check"], verdict["verdict"], verdict["summary"], path)
 
@@ -36,26 +36,17 @@ class ShuffledLabelsCheck(Callback):
         self.train_metric = train_metric
         self.min_train_gain = min_train_gain
         self.confidence = confidence
-        self.outputs: list[dict] = []
         self.train_acc: float | None = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The final training accuracy (trainer.test starts with fresh logged metrics)."""
         self.train_acc = float(trainer.callback_metrics[self.train_metric])
 
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.outputs = []
-
-    def on_test_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self.outputs.append(batch_outputs(outputs))
-
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        gathered = gather_outputs(trainer, self.outputs)
+        outputs = pl_module.test_outputs.compute()  # every process takes part in the sync
         if not trainer.is_global_zero:
             return
-        confusion = confusion_matrix(gathered["probabilities"], gathered["targets"])
+        confusion = confusion_matrix(outputs["probabilities"], outputs["targets"])
         if self.train_acc is None:
             raise UsageError("sanity=shuffled_labels judges a fitted model: run it with training, then test.")
         verdict = shuffled_labels_verdict(

@@ -8,7 +8,6 @@ resumes one that was interrupted and starts the others.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emotionvision.errors import UsageError, usage_exit
+from emotionvision.rundir import RunDir, metric_key
 
 FRESH = (None, "auto")
 
@@ -43,7 +43,7 @@ def _run_dir(resume: str | None, runs_root: str, name: str) -> str:
     if resume == "last":
         return str(last_run(Path(runs_root)))
     path = Path(resume)
-    if not (path / ".hydra" / "config.yaml").is_file():
+    if not RunDir(path).config.is_file():
         raise UsageError(
             f"resume={resume}: not a run directory (no .hydra/config.yaml); name a run under logs/."
         )
@@ -58,40 +58,40 @@ def config_subdir(resume: str | None) -> str:
 
 def last_run(runs_root: Path) -> Path:
     """The newest run under `runs_root` that has a checkpoints/last.ckpt."""
-    runs = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    lasts = [RunDir(path).last_checkpoint for path in runs_root.glob("*")]
+    runs = sorted((last for last in lasts if last.is_file()), key=lambda path: path.stat().st_mtime)
     if not runs:
         raise UsageError(f"resume=last: no run with checkpoints/last.ckpt under {runs_root}.")
     return runs[-1].parent.parent
 
 
-def resume_config(cfg: DictConfig, output_dir: Path) -> tuple[DictConfig, bool]:
-    """The config to train with and whether the run in `output_dir` already finished.
+def resume_config(cfg: DictConfig, run: RunDir) -> tuple[DictConfig, bool]:
+    """The config to train with and whether the run in `run` already finished.
 
     Resuming a named run: its saved config, from its last checkpoint. `resume=auto`: this config,
     from the last checkpoint where one exists."""
     if cfg.resume in FRESH:
-        last = output_dir / "checkpoints" / "last.ckpt"
-        if cfg.resume == "auto" and finished(output_dir, cfg.test):
+        if cfg.resume == "auto" and finished(run, cfg.test):
             return cfg, True
-        if cfg.resume == "auto" and last.is_file():
+        if cfg.resume == "auto" and run.last_checkpoint.is_file():
             cfg = cfg.copy()
             with open_dict(cfg):
-                cfg.ckpt_path = str(last)
+                cfg.ckpt_path = str(run.last_checkpoint)
         return cfg, False
-    saved = OmegaConf.load(output_dir / ".hydra" / "config.yaml")
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        raise UsageError(f"resume={cfg.resume}: {last} does not exist; nothing to resume from.")
+    saved = run.read_config()
+    if not run.last_checkpoint.is_file():
+        raise UsageError(
+            f"resume={cfg.resume}: {run.last_checkpoint} does not exist; nothing to resume from."
+        )
     with open_dict(saved):
-        saved.ckpt_path = str(last)
+        saved.ckpt_path = str(run.last_checkpoint)
         saved.resume = None
-    return saved, finished(output_dir, saved.test)
+    return saved, finished(run, saved.test)
 
 
-def finished(output_dir: Path, tested: bool) -> bool:
-    """True when the run in `output_dir` wrote its final metrics (test metrics, if it tests)."""
-    metrics_path = output_dir / "metrics.json"
-    if not metrics_path.is_file():
-        return False
-    metrics = json.loads(metrics_path.read_text())
-    return any(key.endswith("/acc") for key in metrics) if tested else "epochs_trained" in metrics
+def finished(run: RunDir, tested: bool) -> bool:
+    """True when `run` wrote its final metrics (test metrics, if it tests)."""
+    metrics = run.read_metrics()
+    if tested:
+        return metric_key("test", "acc") in metrics
+    return "epochs_trained" in metrics

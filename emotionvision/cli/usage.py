@@ -21,14 +21,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from emotionvision.errors import usage_error
+from emotionvision.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# what a run writes before its first epoch ends: Hydra's config and logs (*.log), the loggers' folders,
-# the data module's split.csv, skipped.csv and faces.png; nothing a finished epoch writes (checkpoints/,
-# history.csv, metrics.json)
-STUB_ENTRIES = {".hydra", "tensorboard", "csv", "split.csv", "skipped.csv", "faces.png"}
 
 
 class JobUsageError(CompactHydraException):
@@ -51,7 +48,8 @@ def reports_usage_errors(prog: str) -> Callable[[Callable[[DictConfig], T]], Cal
                 return task(cfg)
             except Exception as error:
                 if HydraConfig.initialized():
-                    remove_stub(Path(HydraConfig.get().runtime.output_dir), started)
+                    run = RunDir(HydraConfig.get().runtime.output_dir)
+                    remove_stub(run, logger_folders(cfg, run), started)
                 usage = usage_error(error)
                 if usage is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
@@ -67,26 +65,35 @@ def reports_usage_errors(prog: str) -> Callable[[Callable[[DictConfig], T]], Cal
     return decorate
 
 
-def remove_stub(run_dir: Path, started: float) -> bool:
-    """Remove `run_dir` if it is a stub (`is_stub`) and this is rank zero. Returns whether it was
-    removed."""
-    if rank_zero_only.rank != 0 or not is_stub(run_dir, started):
+def logger_folders(cfg: DictConfig, run: RunDir) -> set[str]:
+    """Names of the folders the config's loggers write into `run` (their save_dir/name)."""
+    folders = set()
+    for logger in (cfg.get("logger") or {}).values():
+        folder = Path(str(logger.get("save_dir", ""))) / str(logger.get("name", ""))
+        if folder.resolve().parent == run.path.resolve():
+            folders.add(folder.name)
+    return folders
+
+
+def remove_stub(run: RunDir, logger_dirs: set[str], started: float) -> bool:
+    """Remove the run directory if it is a stub (`is_stub`) and this is rank zero. Returns whether it
+    was removed."""
+    if rank_zero_only.rank != 0 or not is_stub(run, logger_dirs, started):
         return False
-    shutil.rmtree(run_dir, ignore_errors=True)
-    log.info("Removed %s: the run failed before it wrote a checkpoint or metrics", run_dir)
+    shutil.rmtree(run.path, ignore_errors=True)
+    log.info("Removed %s: the run failed before it wrote a checkpoint or metrics", run.path)
     return True
 
 
-def is_stub(run_dir: Path, started: float) -> bool:
-    """True for a directory holding only what a run writes before training (`.hydra` without a resume's
-    config, *.log, STUB_ENTRIES), every file no older than `started` (made by this job), and not the
-    current directory or above it."""
-    if not run_dir.is_dir() or Path.cwd().resolve().is_relative_to(run_dir.resolve()):
+def is_stub(run: RunDir, logger_dirs: set[str], started: float) -> bool:
+    """True for a run directory holding only what a run writes before training (`RunDir.before_training`
+    without a resume's config, the loggers' folders `logger_dirs`, *.log), every file no older than
+    `started` (made by this job), and not the current directory or above it."""
+    if not run.path.is_dir() or Path.cwd().resolve().is_relative_to(run.path.resolve()):
         return False
-    entries = list(run_dir.iterdir())
-    hydra_dir = run_dir / ".hydra"
+    expected = run.before_training() | logger_dirs
     return (
-        all(entry.name in STUB_ENTRIES or entry.suffix == ".log" for entry in entries)
-        and not (hydra_dir.is_dir() and any(path.is_dir() for path in hydra_dir.iterdir()))
-        and all(path.stat().st_mtime >= started for path in run_dir.rglob("*") if path.is_file())
+        all(entry.name in expected or entry.suffix == ".log" for entry in run.path.iterdir())
+        and not (run.hydra_dir.is_dir() and any(path.is_dir() for path in run.hydra_dir.iterdir()))
+        and all(path.stat().st_mtime >= started for path in run.path.rglob("*") if path.is_file())
     )

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import numpy as np
 import torch
-from lightning.fabric.utilities.data import AttributeDict
+from omegaconf import OmegaConf
 
 from emotionvision.errors import UsageError
 
@@ -38,12 +38,15 @@ class OnnxClassifier:
         if "class_names" not in meta or "input_size" not in meta:
             raise UsageError(f"{path} has no class_names/input_size metadata: use emotionvision-export.")
         self.class_names: list[str] = json.loads(meta["class_names"])
-        self.hparams = AttributeDict(
-            input_size=int(meta["input_size"]),
-            face_crop=json.loads(meta["face_crop"]) if meta.get("face_crop") else None,
-            mean=json.loads(meta.get("mean", "null")),
-            std=json.loads(meta.get("std", "null")),
-            backbone=meta.get("backbone"),
+        # attribute access and .get, as a LightningModule's hparams
+        self.hparams = OmegaConf.create(
+            {
+                "input_size": int(meta["input_size"]),
+                "face_crop": json.loads(meta["face_crop"]) if meta.get("face_crop") else None,
+                "mean": json.loads(meta.get("mean", "null")),
+                "std": json.loads(meta.get("std", "null")),
+                "backbone": meta.get("backbone"),
+            }
         )
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cpu")
