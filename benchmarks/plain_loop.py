@@ -33,6 +33,7 @@ from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache
 from emotionvision.data.images import SkipReport
+from emotionvision.runtime import set_torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = os.environ.get(
@@ -55,6 +56,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="torch threads: auto (as the commands' `threads` key) | a number",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="save checkpoint.pth each epoch")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the measurements")
@@ -205,6 +212,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> dict:
+    set_torch_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)

@@ -2,20 +2,26 @@
 
 Reproduce (from the repository root; each side at each size, --repeats rounds):
 
-    python benchmarks/train_speed.py --sizes 96 224 --epochs 3 --repeats 2 --workers 0
+    python benchmarks/train_speed.py --sizes 96 224 --epochs 3 --repeats 3 --workers 2
     python benchmarks/train_speed.py --sizes 96 --sides framework model.channels_last=true  # an option
+    python benchmarks/train_speed.py --sides framework,plain trainer.plugins=null  # synchronous checkpoints
 
-Sides, run alternately (framework, plain, naive, framework, plain, naive, ...) so that drifts in
-machine load hit all of them alike; all use the same data, split, seed and default torch threads:
-- framework: `emotionvision-train experiment=resnet18_augmented model.input_size=S ...` with
+Each round runs every size and side in turn (96px framework, plain, naive, 224px framework, plain,
+naive, then the next round), so that drifts in machine load hit all of them alike; all use the same
+data, split, seed and torch threads (--threads, as the commands' `threads` key; default auto):
+- framework: `emotionvision-train experiment=resnet18_augmented data.image_size=S ...` with
   Lightning's SimpleProfiler; epoch seconds are the differences of `time` in its history.csv.
 - plain: benchmarks/plain_loop.py, the same work as one bare loop over the same cached uint8 images.
 - naive: benchmarks/plain_loop.py --loader naive: ImageFolder, PIL decode + resize every epoch.
 
 s/epoch is the median over rounds of the mean epoch time (train + validation) without the first
-epoch (warm-up). Data wait is the share of training-step time spent blocked on the next batch,
-over all epochs: for the framework the profiler rows `[_TrainingEpochLoop].train_dataloader_next`
-/ (that + `run_training_batch`), for the loops the time in next(loader) / the whole step time.
+epoch (warm-up); vs plain is its ratio to plain's, paired the median over rounds of the ratio to
+plain's run of the same round. The framework's epochs include its checkpoints (best and last.ckpt,
+written in the background by default: the write of the last epoch's, waited for when fit ends, is
+outside the epochs); the loops save none. Data wait is the share of training-step time spent
+blocked on the next batch, over all epochs: for the framework the profiler rows
+`[_TrainingEpochLoop].train_dataloader_next` / (that + `run_training_batch`), for the loops the
+time in next(loader) / the whole step time.
 
 Targets: framework <= 1.05x the plain loop's s/epoch; data wait <= 5% of step time.
 Every run's log, JSON and run directory stay in --work-dir (a new temporary folder by default).
@@ -45,12 +51,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path(DEFAULT_ROOT))
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "data" / "cache")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 224])
     parser.add_argument("--epochs", type=int, default=3, help="per run; the first is left out (>= 2)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of alternating runs")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, every side")
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated, of " + ",".join(SIDES))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", default="auto", help="torch threads, every side: auto | a number")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the framework side")
     args = parser.parse_args()
@@ -65,9 +72,10 @@ def parse_args() -> argparse.Namespace:
 def framework_command(size: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
     return [
         *(sys.executable, "-m", "emotionvision.cli.train", "experiment=resnet18_augmented"),
-        *(f"model.input_size={size}", f"trainer.max_epochs={args.epochs}"),
+        *(f"data.image_size={size}", f"trainer.max_epochs={args.epochs}"),
         f"data.num_workers={args.workers}",
-        *("test=false", "logger=csv", f"seed={args.seed}", f"hydra.run.dir={run_dir}"),
+        *("test=false", "logger=csv", f"seed={args.seed}", f"threads={args.threads}"),
+        f"hydra.run.dir={run_dir}",
         "++trainer.enable_progress_bar=false",
         "+trainer.profiler._target_=lightning.pytorch.profilers.SimpleProfiler",
         *(f"+trainer.profiler.dirpath={run_dir}", "+trainer.profiler.filename=profile"),
@@ -80,7 +88,8 @@ def loop_command(side: str, size: int, args: argparse.Namespace, split_csv: Path
     return [
         *(sys.executable, str(PLAIN_LOOP), "--loader", "cached" if side == "plain" else "naive"),
         *("--size", str(size), "--epochs", str(args.epochs), "--workers", str(args.workers)),
-        *("--seed", str(args.seed), "--data-root", str(args.data_root), "--cache-dir", str(args.cache_dir)),
+        *("--seed", str(args.seed), "--threads", args.threads),
+        *("--data-root", str(args.data_root), "--cache-dir", str(args.cache_dir)),
         *("--split-csv", str(split_csv), "--out", str(out)),
     ]
 
@@ -169,22 +178,32 @@ def median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def round_seconds(results: list[dict], side: str, size: int) -> dict[int, float]:
+    """{round: mean epoch seconds without the first epoch} of the runs of `side` at `size` that ran."""
+    return {
+        r["round"]: statistics.mean(r["epoch_seconds"][1:])
+        for r in results
+        if r["side"] == side and r["size"] == size and "epoch_seconds" in r
+    }
+
+
 def summary_rows(results: list[dict], sides: list[str], sizes: list[int]) -> list[dict]:
-    """Per side and size: median s/epoch (first epoch left out), ratio to plain, data wait share."""
+    """Per side and size: median s/epoch (first epoch left out), its ratio to plain's (of the medians,
+    and the median of the same round's ratios), data wait share."""
     rows = []
     for size in sizes:
-        plain = None
+        plain = round_seconds(results, "plain", size)
         for side in sides:
             runs = [r for r in results if r["side"] == side and r["size"] == size]
-            per_round = [statistics.mean(r["epoch_seconds"][1:]) for r in runs if "epoch_seconds" in r]
+            per_round = round_seconds(results, side, size)
             shares = [r["wait"] / r["step"] for r in runs if r.get("step")]
-            seconds = median_or_none(per_round)
-            plain = seconds if side == "plain" else plain
-            rows.append({"side": side, "size": size, "s_per_epoch": seconds, "rounds": per_round,
-                         "data_wait_share": median_or_none(shares)})  # fmt: skip
-        for row in rows:
-            if row["size"] == size and plain and row["s_per_epoch"] is not None:
-                row["vs_plain"] = row["s_per_epoch"] / plain
+            row = {"side": side, "size": size, "s_per_epoch": median_or_none(list(per_round.values())),
+                   "rounds": list(per_round.values()), "data_wait_share": median_or_none(shares)}  # fmt: skip
+            if plain and row["s_per_epoch"] is not None:
+                row["vs_plain"] = row["s_per_epoch"] / statistics.median(plain.values())
+                paired = [seconds / plain[round_] for round_, seconds in per_round.items() if round_ in plain]
+                row["vs_plain_paired"] = median_or_none(paired)
+            rows.append(row)
     return rows
 
 
@@ -192,23 +211,28 @@ def print_table(rows: list[dict]) -> None:
     def fmt(value: float | None, pattern: str) -> str:
         return "n/a" if value is None else pattern.format(value)
 
-    print(f"\n{'side':<10} {'size':>5} {'s/epoch':>9} {'vs plain':>9} {'data wait':>10}  per round")
+    header = f"{'side':<10} {'size':>5} {'s/epoch':>9} {'vs plain':>9} {'paired':>8} {'data wait':>10}"
+    print(f"\n{header}  per round")
     for row in rows:
         rounds = ", ".join(f"{s:.2f}" for s in row["rounds"])
         print(
             f"{row['side']:<10} {row['size']:>5} {fmt(row['s_per_epoch'], '{:.2f}'):>9} "
-            f"{fmt(row.get('vs_plain'), '{:.3f}x'):>9} {fmt(row['data_wait_share'], '{:.1%}'):>10}  {rounds}"
+            f"{fmt(row.get('vs_plain'), '{:.3f}x'):>9} {fmt(row.get('vs_plain_paired'), '{:.3f}x'):>8} "
+            f"{fmt(row['data_wait_share'], '{:.1%}'):>10}  {rounds}"
         )
 
 
 def main() -> None:
     args = parse_args()
     print(f"work dir: {args.work_dir}")
-    results = []
-    for size in args.sizes:
-        split_csv = write_split(size, args)
-        for round_ in range(args.repeats):
-            results += [measure(side, size, round_, args, split_csv) for side in args.sides]
+    splits = {size: write_split(size, args) for size in args.sizes}
+    results = [
+        measure(side, size, round_, args, splits[size])
+        for round_ in range(args.repeats)
+        for size in args.sizes
+        for side in args.sides
+    ]
+    for size, split_csv in splits.items():
         expected = split_digest(list(csv.DictReader(split_csv.open(newline=""))))
         if any(r.get("split_digest", expected) != expected for r in results if r["size"] == size):
             print(f"WARNING: not every side at {size}px trained on the split of {split_csv}", file=sys.stderr)

@@ -74,8 +74,7 @@ class Predictor:
         self.model = load_model(ckpt_path).to(resolve_device(device))
         self.class_names: list[str] = self.model.class_names
         self.input_size: int = self.model.hparams.input_size
-        face_crop = self.model.hparams.get("face_crop")
-        self.face_crop = FaceCrop(**face_crop) if face_crop else None
+        self.face_crop = FaceCrop.from_settings(self.model.hparams.get("face_crop"))
         self.batch_size = batch_size
         self.tta = tta
         self.max_image_pixels = max_image_pixels

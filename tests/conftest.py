@@ -59,6 +59,15 @@ def subject_tree(root: Path, subjects: int = 12, per_subject: int = 2) -> Path:
     return root
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `gpu` skip without CUDA (the `slow` and `realdata` markers only select)."""
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU (marked gpu)")
+
+
 @pytest.fixture(scope="session")
 def make_tree() -> Callable[..., Path]:
     """The `make_image_tree` helper (tests get helpers as fixtures: tests/ is not a package)."""
@@ -106,7 +115,7 @@ def compose_train() -> Iterator[Callable]:
 def quick_run_overrides() -> list[str]:
     """Overrides for a seconds-long training run on a tiny tree (32 px, one batch per stage)."""
     return [
-        "model.input_size=32",
+        "data.image_size=32",
         "data.num_workers=0",
         "trainer.max_epochs=1",
         "++trainer.limit_train_batches=1",

@@ -21,7 +21,7 @@ from sklearn import metrics as sk
 from emotionvision import evaluation
 from emotionvision.cli import crosseval, train
 from emotionvision.data import EmotionDataModule
-from emotionvision.data.split import read_manifest
+from emotionvision.data.manifest import read_manifest
 from emotionvision.errors import UsageError
 from emotionvision.inference import Predictor
 from emotionvision.models import EmotionClassifier
@@ -189,6 +189,7 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_crosseval_matrix(
     checkpoint: Path,
     untrained: Path,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.resources
+import re
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
-from hydra.errors import MissingConfigException
+from hydra import compose
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import OmegaConf, open_dict
@@ -34,8 +36,9 @@ ISSUE_LINE = (
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory, make_tree, make_subject_tree) -> dict[str, Path]:
     """A plain class-per-folder tree (also marked as a finished demo set), one with train/ and
-    test/ folders and one whose file names encode subjects (a finished demo_subjects set), shared by
-    the tests of this module; plus a shared decode cache."""
+    test/ folders, one whose file names encode subjects (a finished demo_subjects set) and a CSV
+    listing the plain tree's images (path,label), shared by the tests of this module; plus a shared
+    decode cache."""
     base = tmp_path_factory.mktemp("config_trees")
     plain = make_tree(base / "plain", {"anger": 6, "happy": 6, "sad": 6})
     # the marker of a finished demo set (generate_demo_dataset's defaults): data=demo draws nothing
@@ -46,7 +49,16 @@ def trees(tmp_path_factory, make_tree, make_subject_tree) -> dict[str, Path]:
     (subjects / ".complete").write_text(
         '{"images_per_class": 80, "image_size": 96, "seed": 0, "subjects": 12}\n'
     )
-    return {"plain": plain, "predefined": base / "predefined", "subjects": subjects, "cache": base / "cache"}
+    manifest = base / "images.csv"
+    rows = [f"{path},{path.parent.name}" for path in sorted(plain.glob("*/*.png"))]
+    manifest.write_text("\n".join(["path,label", *rows]) + "\n")
+    return {
+        "plain": plain,
+        "predefined": base / "predefined",
+        "subjects": subjects,
+        "manifest": manifest,
+        "cache": base / "cache",
+    }
 
 
 def test_every_group_has_options() -> None:
@@ -59,7 +71,11 @@ def test_every_group_has_options() -> None:
 def test_every_option_composes_and_instantiates(
     group: str, option: str, compose_train, trees, tmp_path: Path
 ) -> None:
-    special_roots = {("data", "fer2013"): trees["predefined"], ("data", "demo_subjects"): trees["subjects"]}
+    special_roots = {
+        ("data", "fer2013"): trees["predefined"],
+        ("data", "demo_subjects"): trees["subjects"],
+        ("data", "manifest"): trees["manifest"],
+    }
     root = special_roots.get((group, option), trees["plain"])
     image_size = 299 if option == "inception_v3" else 32  # its auxiliary head needs 299 px
     output_dir = tmp_path / "run"
@@ -68,7 +84,7 @@ def test_every_option_composes_and_instantiates(
         f"paths.output_dir={output_dir}",
         f"data.root={root}",
         f"data.cache_dir={trees['cache']}",
-        f"model.input_size={image_size}",
+        f"data.image_size={image_size}",
         "data.num_workers=0",
         "data.batch_size=4",
     ]
@@ -143,7 +159,7 @@ def test_issue_override_line_lands_in_the_right_keys(compose_train, trees, tmp_p
     assert cfg.scheduler.max_epochs == 30  # the cosine schedule follows trainer.max_epochs
     assert cfg.optimizer.lr == pytest.approx(3e-4) and isinstance(cfg.optimizer.lr, float)
     assert cfg.trainer.limit_train_batches == 5
-    assert cfg.data.image_size == 224 == cfg.augmentation.transforms[0].size  # from model.input_size
+    assert cfg.data.image_size == 224 == cfg.augmentation.transforms[0].size  # six_emotions' size
     with open_dict(cfg):
         del cfg["hydra"]
     trainer = instantiate(cfg.trainer)
@@ -221,25 +237,87 @@ def test_no_schedule_keeps_the_rate(compose_train) -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
-def test_the_input_size_has_one_source(compose_train, trees, tmp_path: Path) -> None:
-    """model.input_size sets the data's size; the demo lowers it; a data size that disagrees is refused."""
-    assert compose_train([]).model.input_size == compose_train([]).data.image_size == 64  # the demo
-    six = compose_train(["data=six_emotions"])
-    assert six.model.input_size == six.data.image_size == 224
+def test_the_image_size_has_one_key(compose_train, trees, tmp_path: Path) -> None:
+    """data.image_size sets the size (each data set its own, an experiment its choice); the model has
+    no size key and is built for, and records, the data's size."""
+    sizes = {
+        (): 64,  # the demo
+        ("data=demo_subjects",): 64,
+        ("data=six_emotions",): 224,
+        ("experiment=fer2013_pretrain",): 48,
+        ("experiment=inception_v3",): 299,
+        ("data=six_emotions", "model=inception_v3", "data.image_size=320"): 320,
+    }
+    for overrides, size in sizes.items():
+        cfg = compose_train(list(overrides))
+        assert cfg.data.image_size == size and "input_size" not in cfg.model, overrides
     cfg = compose_train(
         [
             "data=folder",
             f"data.root={trees['plain']}",
             f"data.cache_dir={trees['cache']}",
             f"paths.output_dir={tmp_path}",
-            "model.input_size=32",
-            "data.image_size=24",
+            "data.image_size=40",
             "data.num_workers=0",
-            "logger=csv",
+            "augmentation=standard",
         ]
     )
-    datamodule, model, trainer = instantiate_run(cfg)
-    with pytest.raises(
-        ValueError, match=r"24 px but the model takes 32 px: set the size once with model\.input_size"
-    ):
-        trainer.fit(model, datamodule=datamodule)
+    assert cfg.augmentation.transforms[0].size == 40
+    datamodule, model, _ = instantiate_run(cfg)
+    assert datamodule.image_size == model.hparams.input_size == 40  # what the checkpoint records
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=abc", r"Value 'abc' of type 'str' could not be converted to Integer\s+full_key: seed"),
+        ("test=maybe", r"Value 'maybe' is not a valid bool.*\s+full_key: test"),
+        ("monitor.mode=maximum", r"Invalid value 'maximum', expected one of \[max, min\]"),
+        ("tags=5", r"full_key: tags"),
+        ("model.aux_weight=big", r"Value 'big' of type 'str' could not be converted to Float"),
+        ("model.pretrained=maybe", r"Value 'maybe' is not a valid bool.*\s+full_key: model\.pretrained"),
+        ("model.input_size=48", r"Key 'input_size' not in 'ModelConfig'"),  # the size is data.image_size
+    ],
+)
+def test_a_wrong_type_fails_at_compose(compose_train, override: str, message: str) -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train([override])
+    assert override.split("=")[0] in str(error.value)
+    assert re.search(message, str(error.value.__cause__)), error.value.__cause__
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_monitor_mode_reaches_the_callbacks_and_the_search_as_text(compose_train, mode: str) -> None:
+    cfg = compose_train([f"monitor.mode={mode}", "hparams_search=optuna"], return_hydra_config=True)
+    early_stopping = instantiate(cfg.callbacks.early_stopping)
+    assert early_stopping.mode == mode and repr(cfg.callbacks.early_stopping.mode) == repr(mode)
+    assert cfg.hydra.sweeper.direction == f"{mode}imize"
+
+
+def test_only_whole_config_groups_patch_the_whole_config() -> None:
+    """experiment/, sanity/ and hparams_search/ patch the whole config; every other group fills its node."""
+    patching = {
+        path.relative_to(CONF).as_posix()
+        for path in CONF.glob("*/*.yaml")
+        if path.read_text().startswith("# @package _global_")
+        and path.parent.name not in {"experiment", "sanity", "hparams_search"}
+    }
+    assert patching == set()
+
+
+def test_preprocess_and_finetune_fill_the_nodes_they_configure(compose_train) -> None:
+    cfg = compose_train(["preprocess=face", "finetune=gradual", "callbacks=none", "data=six_emotions"])
+    assert cfg.data.face_crop.detector == "mtcnn" and cfg.model.face_crop.detector == "mtcnn"
+    assert cfg.callbacks.finetune.unfreeze_backbone_at_epoch == 3 and "report" in cfg.callbacks
+    assert not {"preprocess", "finetune", "sanity"} & set(cfg)  # no top-level node of their own
+    plain = compose_train(["preprocess=none", "finetune=full"])
+    assert plain.data.face_crop is None and "finetune" not in plain.callbacks
+
+
+def test_the_pixel_limit_is_set_once(compose_train) -> None:
+    """images.max_pixels (PIL's limit by default) is the limit of training, evaluation and prediction."""
+    assert compose_train([]).data.max_image_pixels == 89478485
+    assert compose_train(["images.max_pixels=1000"]).data.max_image_pixels == 1000
+    assert compose(config_name="eval", overrides=["images.max_pixels=1000"]).data.max_image_pixels == 1000
+    assert compose(config_name="predict", overrides=["images.max_pixels=null"]).max_image_pixels is None
+    assert compose(config_name="crosseval").data.max_image_pixels == 89478485

@@ -12,6 +12,7 @@ from PIL import Image
 
 from emotionvision.data import EmotionDataModule
 from emotionvision.data.cache import DecodeCache, content_key
+from emotionvision.data.dataset import UnrepeatedDistributedSampler
 from emotionvision.data.images import SkipReport
 from emotionvision.errors import UsageError
 
@@ -199,3 +200,14 @@ def test_duplicate_hash_does_not_depend_on_image_size(tmp_path: Path) -> None:
         _, (decoded,) = DecodeCache(tmp_path / "cache", size).get_many([photo], SkipReport())
         hashes.append(decoded.hash_bits)
     assert torch.equal(hashes[0], hashes[1])
+
+
+def test_unrepeated_sampler_serves_every_image_once() -> None:
+    """The evaluation sampler under DDP (Lightning's, not public API): 3 ranks share 10 images, each
+    served once (torch's DistributedSampler would pad with 2 repeats, or drop 1 with drop_last)."""
+    served = [
+        index
+        for rank in range(3)
+        for index in UnrepeatedDistributedSampler(list(range(10)), num_replicas=3, rank=rank, shuffle=False)
+    ]
+    assert sorted(served) == list(range(10))

@@ -16,10 +16,11 @@ import torch
 
 from emotionvision.cli.train import train
 
+pytestmark = pytest.mark.slow  # DDP processes end to end
 BIN = Path(sys.executable).parent
 SHORT_RUN = [
     "data=folder",
-    "model.input_size=32",
+    "data.image_size=32",
     "data.num_workers=0",
     "data.batch_size=8",
     "trainer.max_epochs=1",

@@ -12,6 +12,9 @@ from PIL import Image
 
 import emotionvision.data.demo as demo
 from emotionvision.data.demo import EMOTIONS, generate_demo_dataset
+from emotionvision.data.images import SkipReport
+from emotionvision.data.sources import DemoSource
+from emotionvision.errors import UsageError
 
 PER_CLASS = 50
 SIZE = 64
@@ -167,3 +170,14 @@ def test_subjects_name_people_drawn_in_every_class(tmp_path: Path) -> None:
     assert people == {emotion: ["S00", "S01", "S02"] for emotion in EMOTIONS}
     plain = generate_demo_dataset(tmp_path / "plain", images_per_class=6, image_size=32)
     assert (plain / "anger/anger_0004.png").read_bytes() != (root / "anger/S01_anger_0004.png").read_bytes()
+
+
+def test_demo_source_keeps_a_set_and_refuses_other_images(tmp_path: Path) -> None:
+    root = generate_demo_dataset(tmp_path / "set", images_per_class=2, image_size=32, subjects=2)
+    source = DemoSource(root, subjects=2)  # a finished set is kept (other settings: a warning)
+    assert source.class_names() == list(EMOTIONS)
+    assert len(source.samples(SkipReport())) == 6 * 2
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(UsageError, match=r"holds files but no demo set.*use data=folder data.root="):
+        DemoSource(tmp_path / "mine")

@@ -18,8 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from emotionvision import evaluation
 from emotionvision.cli import evaluate, train
 from emotionvision.data.demo import generate_demo_dataset
-from emotionvision.data.split import SPLITS, read_manifest
+from emotionvision.data.images import SkipReport
+from emotionvision.data.manifest import SPLITS, read_manifest
 from emotionvision.reporting.curves import overfitting_summary, overfitting_text, read_history
+from emotionvision.rundir import RunDir
 
 REPORT_FILES = (
     "metrics.json",
@@ -51,7 +53,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             monkeypatch,
             "data=folder",
             f"data.root={images}",
-            "model.input_size=32",
+            "data.image_size=32",
             "data.batch_size=16",
             "data.num_workers=0",
             "trainer.max_epochs=2",
@@ -167,19 +169,22 @@ def test_overfitting_summary_by_hand() -> None:
     assert set(by_loss["at_best_epoch"]) == {"train/loss", "val/loss", "loss_gap"}
 
 
-def test_data_split_selects_the_images_of_the_manifest(run_dir: Path) -> None:
+def test_data_split_selects_the_images_of_the_manifest(run_dir: Path, tmp_path: Path) -> None:
     manifest = run_dir / "split.csv"
     rows = read_manifest(manifest)
-    files = {split: evaluation.manifest_files(manifest, split) for split in (*SPLITS, "all")}
-    counts = {split: sum(map(len, files[split].values())) for split in files}
-    assert counts["all"] == len(rows) == sum(counts[split] for split in SPLITS)
+    chosen = {}
+    for split in (*SPLITS, "all"):
+        cfg = compose_eval(tmp_path, "ckpt_path=unused.ckpt", f"data.split={split}")
+        source, name, _ = evaluation.evaluation_source(cfg, RunDir(run_dir))
+        assert name == split
+        chosen[split] = source.samples(SkipReport())
+    assert len(chosen["all"]) == len(rows) == sum(len(chosen[split]) for split in SPLITS)
     for split in SPLITS:
-        for label, paths in files[split].items():
-            expected = [Path(row["path"]) for row in rows if (row["split"], row["label"]) == (split, label)]
-            assert paths == expected
+        expected = [(row["path"], row["label"]) for row in rows if row["split"] == split]
+        assert [(str(sample.path), sample.label) for sample in chosen[split]] == expected
 
 
-def test_eval_of_another_folder(run_dir: Path, tmp_path: Path) -> None:
+def test_eval_of_another_folder_and_of_a_manifest(run_dir: Path, tmp_path: Path) -> None:
     (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
     rows = read_manifest(run_dir / "split.csv")
     folder = tmp_path / "folder"
@@ -191,6 +196,14 @@ def test_eval_of_another_folder(run_dir: Path, tmp_path: Path) -> None:
     assert report["num_images"] == 10 and report["split"] == "all"
     counts = Counter(row["label"] for row in rows[:10])
     assert {name: report[f"all/support/{name}"] for name in counts} == counts
+    listed = tmp_path / "images.csv"  # the same images in a manifest, paths relative to it
+    files = sorted(folder.rglob("*.png"))
+    listed.write_text("path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in files))
+    from_manifest = evaluation.evaluate(
+        compose_eval(tmp_path / "csv", f"ckpt_path={best}", f"data.root={listed}")
+    )
+    assert from_manifest["all/confusion_matrix"] == report["all/confusion_matrix"]
+    assert from_manifest["num_images"] == 10 and from_manifest["all/acc"] == pytest.approx(report["all/acc"])
 
 
 def test_eval_names_data_it_cannot_evaluate(run_dir: Path, tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ def test_onnx_matches_pytorch_on_generated_images(checkpoint: Path, onnx_file: P
 
 
 @needs_onnx
+@pytest.mark.realdata
 def test_onnx_matches_pytorch_on_real_images(checkpoint: Path, onnx_file: Path, six_emotions: Path) -> None:
     images = export.check_batch(real_images(six_emotions), SIZE, FaceCrop(**GREY))
     assert len(images) == 12
@@ -134,6 +135,7 @@ def test_predict_runs_the_onnx_file_like_the_checkpoint(
     assert [row["label_1"] for row in rows] == [p.labels[0] if p.labels else "" for p in expected]
 
 
+@pytest.mark.slow
 def test_torch_export_round_trip(checkpoint: Path, tmp_path: Path) -> None:
     path, difference = export.export(checkpoint, "torch_export", tmp_path / "tiny.pt2", check_images=[])
     assert path == tmp_path / "tiny.pt2" and difference is not None and difference <= TOLERANCE

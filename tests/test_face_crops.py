@@ -18,6 +18,7 @@ from emotionvision.data.images import SkipReport
 from emotionvision.inference import Predictor
 
 pytest.importorskip("facenet_pytorch", reason='needs the faces extra: pip install "emotionvision[faces]"')
+pytestmark = pytest.mark.realdata  # every test crops faces of six_emotions photos
 FACE = {"detector": "mtcnn", "margin": 0.2, "grey": True, "no_face": "whole"}
 
 
@@ -75,7 +76,7 @@ def test_no_face_skip_leaves_them_out_and_counts_them(photos: Path, tmp_path: Pa
 def test_prediction_crops_the_face_as_training_did(photos: Path, tmp_path: Path, compose_train) -> None:
     cfg = compose_train(
         [
-            "data=folder", f"data.root={photos}", "preprocess=face", "model.input_size=48",
+            "data=folder", f"data.root={photos}", "preprocess=face", "data.image_size=48",
             "data.split_ratios=[0.5,0.25,0.25]", "data.num_workers=0", "data.batch_size=8",
             "trainer.max_epochs=1", "logger=csv", f"paths.output_dir={tmp_path / 'run'}",
             f"paths.cache_dir={tmp_path / 'cache'}",

@@ -57,6 +57,7 @@ def test_no_face_in_images_without_faces(detector, pixels: np.ndarray) -> None:
     assert detector.detect_all(Image.fromarray(pixels)) == []
 
 
+@pytest.mark.realdata
 def test_real_happy_photos_get_faces(detector, six_emotions: Path) -> None:
     paths = sorted((six_emotions / "happy").iterdir())[:REAL_IMAGES]
     found = 0

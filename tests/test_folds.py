@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from emotionvision.cli.crossval import CrossValidation, fold_subdir, sweep_override_keys
 from emotionvision.data import EmotionDataModule
 from emotionvision.errors import UsageError
 
@@ -96,6 +98,7 @@ def train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_three_folds_end_to_end_write_the_summary(
     tmp_path: Path, make_subject_tree, quick_run_overrides
 ) -> None:
@@ -104,6 +107,7 @@ def test_three_folds_end_to_end_write_the_summary(
     data = ["data=folder", f"data.root={root}", "data.folds=3", f"data.group_by='{SUBJECT}'"]
     train([*data, *quick_run_overrides], tmp_path)
     (sweep_dir,) = (tmp_path / "logs/train/multiruns").iterdir()
+    assert OmegaConf.load(sweep_dir / "multirun.yaml").hydra.sweeper.params == {"data.fold": "range(3)"}
     folds = [json.loads((sweep_dir / f"fold{k}/metrics.json").read_text()) for k in range(3)]
     summary = json.loads((sweep_dir / "cv_summary.json").read_text())
     assert summary["folds"] == 3 and summary["classes"] == ["anger", "happy", "sad"]
@@ -122,6 +126,7 @@ def test_three_folds_end_to_end_write_the_summary(
     assert (sweep_dir / "cv_summary.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_folds_of_two_variants_under_joblib_compare_fold_by_fold(
     tmp_path: Path, make_subject_tree, quick_run_overrides
 ) -> None:
@@ -143,6 +148,7 @@ def test_folds_of_two_variants_under_joblib_compare_fold_by_fold(
     assert "Each fold's runs used the same split (2 folds, 24 test images in all)" in compare.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -158,13 +164,49 @@ def test_folds_of_two_variants_under_joblib_compare_fold_by_fold(
     ],
     ids=["search-sweeper", "loso-without-group_by"],
 )
-def test_fold_mistakes_found_while_composing_end_in_one_line(
+def test_fold_mistakes_end_in_one_line_before_any_job(
     tmp_path: Path, make_subject_tree, args: list[str], message: str
 ) -> None:
-    """The fold count is resolved before any task runs (Optuna would sample folds as a search space)."""
+    """The folds are counted when the sweep starts, before any job runs (Optuna would sample folds as
+    a search space)."""
     tree = make_subject_tree(tmp_path / "images", subjects=3)
     env = {key: value for key, value in os.environ.items() if key != "EMOTIONVISION_ROOT"}
     command = [str(BIN / "emotionvision-train"), *(arg.replace("TREE", str(tree)) for arg in args)]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and not (tmp_path / "logs").exists()
     assert result.stderr.strip().splitlines() == [f"emotionvision-train: error: {message}"]
+
+
+def test_the_sweep_gains_every_fold_first_when_it_starts(
+    tmp_path: Path, make_subject_tree, compose_train
+) -> None:
+    """With data.folds=loso the sweep gains data.fold=range(<groups>), before an experiment's swept keys
+    (folds vary slowest); with data.fold chosen it is left as it is."""
+    root = make_subject_tree(tmp_path / "images", subjects=5)
+    data = ["data=folder", f"data.root={root}", "data.folds=loso", f"data.group_by='{SUBJECT}'"]
+    overrides = ["experiment=compare_augmentation", *data, f"paths.root_dir={tmp_path}"]
+    config = compose_train(overrides, return_hydra_config=True)
+    experiment_params = OmegaConf.to_container(config.hydra.sweeper.params)
+    CrossValidation().on_multirun_start(config)
+    params = OmegaConf.to_container(config.hydra.sweeper.params)
+    assert list(params.items()) == [("data.fold", "range(5)"), *experiment_params.items()]
+    one_fold = compose_train([*overrides, "data.fold=2"], return_hydra_config=True)
+    CrossValidation().on_multirun_start(one_fold)
+    assert OmegaConf.to_container(one_fold.hydra.sweeper.params) == experiment_params
+
+
+def test_fold_directories_are_named_by_the_other_swept_values(tmp_path: Path) -> None:
+    """Hydra's override grammar tells swept keys (a,b and range(); not a quoted 'a,b') on the command
+    line and in sweeper parameters; a fold's directory holds the job's values of those keys."""
+    task = ["data.folds=3", "+trainer.gradient_clip_val=1,2", "model.init_from=null,runs/a.ckpt", "x='a,b'"]
+    params = {"data.fold": "range(3)", "seed": "range(2)", "augmentation": "none"}
+    multirun = {"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}}
+    OmegaConf.save(multirun, tmp_path / "multirun.yaml")
+    swept = sweep_override_keys(tmp_path / "multirun.yaml")
+    assert swept == {"trainer.gradient_clip_val", "model.init_from", "seed"}
+    job = ["data.fold=1", "seed=0", "augmentation=none", "data.folds=3", "+trainer.gradient_clip_val=2"]
+    job += ["model.init_from=runs/a.ckpt", "x='a,b'"]
+    expected = "seed=0,+trainer.gradient_clip_val=2,model.init_from=runs_a.ckpt/fold1"
+    assert fold_subdir(7, 1, str(tmp_path), job) == expected
+    assert fold_subdir(7, None, str(tmp_path), job) == "7"  # a job of a sweep without folds
+    assert fold_subdir(7, 1, str(tmp_path / "elsewhere"), job) == "fold1"  # no multirun.yaml: no variants

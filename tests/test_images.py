@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from emotionvision.data import EmotionDataModule
 from emotionvision.data.cache import DecodeCache
@@ -172,6 +172,29 @@ def test_resize_center_crop_keeps_the_centre() -> None:
     pixels[:, 60:] = (0, 255, 0)  # green right third
     tensor = resize_center_crop(Image.fromarray(pixels), 10)
     assert (tensor[2] > 200).all() and (tensor[0] < 50).all() and (tensor[1] < 50).all()
+
+
+@pytest.mark.parametrize(
+    ("size", "side"), [((64, 32), 16), ((300, 200), 224), ((48, 48), 64), ((32, 32), 16)]
+)
+def test_resize_center_crop_is_imageops_fit_where_the_crop_falls_on_whole_pixels(
+    size: tuple[int, int], side: int
+) -> None:
+    """Where the centre crop falls on whole pixels of the resized image and it shrinks less than 3x,
+    the pixels equal PIL.ImageOps.fit's (the same geometry and filter)."""
+    image = Image.fromarray(noise(size, seed=3))
+    fitted = ImageOps.fit(image, (side, side), Image.Resampling.BILINEAR)
+    tensor = resize_center_crop(image, side)
+    np.testing.assert_array_equal(tensor.permute(1, 2, 0).numpy(), np.asarray(fitted))
+
+
+@pytest.mark.parametrize(("size", "side"), [((10, 7), 16), ((640, 480), 224)], ids=["fractional crop", "4x"])
+def test_imageops_fit_differs_elsewhere(size: tuple[int, int], side: int) -> None:
+    """Why the cache keeps its own resize: a fractional crop box or a 3x-and-more shrink (reducing_gap)
+    give other pixels, and cached images and checkpoints' preprocessing hold these."""
+    image = Image.fromarray(noise(size, seed=3))
+    fitted = np.asarray(ImageOps.fit(image, (side, side), Image.Resampling.BILINEAR))
+    assert not np.array_equal(resize_center_crop(image, side).permute(1, 2, 0).numpy(), fitted)
 
 
 def test_difference_hash_resized_copy_and_unrelated_image() -> None:

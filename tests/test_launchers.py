@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from hydra.utils import instantiate
@@ -27,6 +28,7 @@ def sweep(args: list[str], cwd: Path) -> Path:
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_optuna_trials_run_as_submitit_local_jobs(tmp_path: Path, make_tree, quick_run_overrides) -> None:
     """hparams_search=optuna with hydra/launcher=submitit_local: a trial runs as a submitit job."""
     root = make_tree(tmp_path / "images")
@@ -56,16 +58,15 @@ def test_optuna_and_joblib_configs_compose(compose_train) -> None:
     minimising = compose_train(["hparams_search=optuna", "monitor.metric=val/loss", "monitor.mode=min"], True)
     assert minimising.hydra.sweeper.direction == "minimize"
     searched = {"optimizer.lr", "optimizer.weight_decay", "augmentation.strength"}
-    assert set(sweeper.params) == searched | {"data.fold"}  # conf/hydra: the fold sweep of data.folds
-    assert sweeper.params["data.fold"] == "null"  # no cross-validation: every trial uses the one split
+    assert set(sweeper.params) == searched  # folds join a sweep only when it starts, with data.folds
     assert cfg.augmentation._target_ == "emotionvision.data.augmentation.scaled_augmentation"
     cfg = compose_train(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
 
 
 def test_strength_one_is_the_standard_augmentation(compose_train) -> None:
-    standard = instantiate(compose_train(["augmentation=standard", "model.input_size=32"]).augmentation)
-    scaled = instantiate(compose_train(["augmentation=scaled", "model.input_size=32"]).augmentation)
+    standard = instantiate(compose_train(["augmentation=standard", "data.image_size=32"]).augmentation)
+    scaled = instantiate(compose_train(["augmentation=scaled", "data.image_size=32"]).augmentation)
     image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
     for seed in range(5):  # same random draws, same output: the same transforms and magnitudes
         outputs = []
@@ -80,6 +81,7 @@ def test_strength_zero_leaves_images_unchanged() -> None:
     assert torch.equal(scaled_augmentation(0.0, 32)(image), image)
 
 
+@pytest.mark.slow
 def test_a_sweep_optimises_the_one_monitored_metric(tmp_path: Path, make_tree, quick_run_overrides) -> None:
     """monitor.metric=val/acc alone moves the checkpoint, early stopping, the reports and the value
     Optuna receives."""

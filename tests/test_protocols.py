@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from emotionvision.data import EmotionDataModule
-from emotionvision.data.duplicates import merge_groups
+from emotionvision.data.grouping import merge_groups
 
 
 def split_of_subjects(module: EmotionDataModule) -> dict[str, set[str]]:

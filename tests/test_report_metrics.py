@@ -81,22 +81,13 @@ def test_ece_and_reliability_bins_match_hand_computation(predictions, results) -
     )
 
 
-def test_classification_report_text_has_the_familiar_table(predictions, results) -> None:
+def test_classification_report_text_is_the_familiar_table_then_the_summary(predictions, results) -> None:
     probabilities, targets = predictions
-    text = classification_report_text(results, CLASSES)
-    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
-    sk_report = sk.classification_report(targets, probabilities.argmax(axis=1), output_dict=True)
-    for index, name in enumerate(CLASSES):
-        precision, recall, f1, support = rows[name]
-        expected = sk_report[str(index)]
-        assert float(precision) == pytest.approx(expected["precision"], abs=5e-4)
-        assert float(recall) == pytest.approx(expected["recall"], abs=5e-4)
-        assert float(f1) == pytest.approx(expected["f1-score"], abs=5e-4)
-        assert int(support) == expected["support"]
-    assert float(rows["accuracy"][0]) == pytest.approx(sk_report["accuracy"], abs=5e-4)
-    assert [float(v) for v in rows["weighted"][1:4]] == pytest.approx(
-        [sk_report["weighted avg"][k] for k in ("precision", "recall", "f1-score")], abs=5e-4
-    )
+    text = classification_report_text(*map(torch.from_numpy, predictions), CLASSES, results)
+    table = sk.classification_report(targets, probabilities.argmax(axis=1), target_names=CLASSES, digits=3)
+    assert text.startswith(table)
+    assert f"log-loss {results['log_loss']:.4f}\n" in text
+    assert "no images" not in text
 
 
 def test_macro_averages_run_over_the_classes_with_images(predictions) -> None:
@@ -122,6 +113,15 @@ def test_macro_averages_run_over_the_classes_with_images(predictions) -> None:
     for name in ("anger", "pain"):
         assert results[f"support/{name}"] == 0
         assert all(np.isnan(results[f"{metric}/{name}"]) for metric in ("recall", "f1", "auroc"))
+    # the text report's table lists the classes with images and averages over them, as the metrics do
+    text = classification_report_text(*map(torch.from_numpy, (probabilities, targets)), CLASSES, results)
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+    assert {"happy", "sad"} <= rows.keys() and not {"anger", "pain"} & rows.keys()
+    macro_avg = next(line for line in text.splitlines() if line.strip().startswith("macro avg"))
+    assert [float(value) for value in macro_avg.split()[2:5]] == pytest.approx(
+        [results[name] for name in ("macro_precision", "balanced_acc", "macro_f1")], abs=5e-4
+    )
+    assert f"accuracy {results['acc']:.4f} (no images of anger, pain; predicting them is a mistake)" in text
 
 
 def test_one_class_has_no_roc_auc(predictions) -> None:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # console-script runs end to end
 BIN = Path(sys.executable).parent
 RUN = [
     "data=folder",
-    "model.input_size=32",
+    "data.image_size=32",
     "data.num_workers=0",
     "data.batch_size=8",
     "trainer.max_epochs=2",
@@ -46,7 +47,8 @@ def run(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def interrupt_in_second_epoch(cwd: Path, run_dir: Path, sig: signal.Signals) -> None:
-    """Start a run into `run_dir` and send `sig` once its first epoch is in history.csv."""
+    """Start a run into `run_dir` and send `sig` once its first epoch is in history.csv and its
+    checkpoint on disk (written in the background: it may come after the second epoch started)."""
     process = subprocess.Popen(
         command(cwd, f"hydra.run.dir={run_dir}"), cwd=cwd, env=environment(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -54,7 +56,8 @@ def interrupt_in_second_epoch(cwd: Path, run_dir: Path, sig: signal.Signals) -> 
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 300
-    while not (run_dir / "history.csv").is_file() and process.poll() is None and time.monotonic() < deadline:
+    saved = [run_dir / "history.csv", run_dir / "checkpoints" / "last.ckpt"]
+    while not all(map(Path.is_file, saved)) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(sig)
     assert process.wait(timeout=120) != 0  # it was stopped, not finished

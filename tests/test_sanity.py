@@ -13,7 +13,7 @@ from emotionvision.reporting.verdicts import overfit_batch_verdict, shuffled_lab
 
 TINY = [
     "data=folder",
-    "model.input_size=32",
+    "data.image_size=32",
     "data.num_workers=0",
     "logger=csv",
     "++trainer.enable_model_summary=false",

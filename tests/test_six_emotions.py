@@ -16,6 +16,7 @@ from PIL import Image
 
 from emotionvision.data import EmotionDataModule
 
+pytestmark = pytest.mark.realdata
 CLASSES = ["disgust", "fear", "happy", "sad"]
 PER_CLASS = 12
 # the same photo filed under fear/ and sad/ (the data set's README lists it)
@@ -93,7 +94,7 @@ def test_one_epoch_on_the_real_subset_writes_metrics(subset: dict, compose_train
         [
             "data=six_emotions",
             f"data.root={subset['root']}",
-            "model.input_size=32",
+            "data.image_size=32",
             "data.num_workers=0",
             "data.batch_size=16",
             f"data.cache_dir={tmp_path / 'cache'}",

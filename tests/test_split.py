@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 
 from emotionvision.data import EmotionDataModule
-from emotionvision.data.duplicates import conflicting_groups, duplicate_groups
-from emotionvision.data.split import (
-    MANIFEST_COLUMNS,
-    SPLITS,
-    check_stratifiable,
-    read_manifest,
-    stratified_group_split,
-    write_manifest,
-)
+from emotionvision.data.grouping import conflicting_groups, duplicate_groups
+from emotionvision.data.manifest import MANIFEST_COLUMNS, SPLITS, read_manifest, write_manifest
+from emotionvision.data.splitting import check_stratifiable, stratified_group_split
 from emotionvision.errors import UsageError
 
 RATIOS = [0.7, 0.15, 0.15]
@@ -225,9 +219,13 @@ def test_datamodule_manifest_and_split_file_reuse(tmp_path: Path, make_tree, cac
 def test_split_file_with_missing_images_names_them(tmp_path: Path, make_tree, cache_dir: Path) -> None:
     root = make_tree(tmp_path / "images", {"anger": 6, "happy": 6})
     manifest = tmp_path / "split.csv"
-    write_manifest(manifest, [(str(root / "anger" / "gone.png"), "anger", "train", 0)])
+    rows = [
+        (str(root / "anger" / "gone.png"), "anger", "train", 0),
+        (str(root / "happy" / "happy_000.png"), "happy", "train", 1),
+    ]
+    write_manifest(manifest, rows)
     datamodule = EmotionDataModule(root, split_file=manifest, image_size=16, cache_dir=cache_dir)
-    with pytest.raises(UsageError, match=r"1 images listed in .*split.csv are missing.*gone.png"):
+    with pytest.raises(UsageError, match=r"1 of the 2 images listed in .*split.csv are missing.*gone.png"):
         datamodule.setup()
 
 

@@ -103,7 +103,10 @@ def test_tensorboard_scalars_images_and_hparams(first_run: Path) -> None:
     # logged by trainer.test; HParams declares it at that step too (not at step 0), with the same value
     assert len(set(scalars["test/acc"])) == 1
     hparams_file = yaml.safe_load((first_run / "tensorboard" / "hparams.yaml").read_text())
-    assert hparams_file["model/backbone"] == "resnet18" and hparams_file["monitor/metric"] == "val/macro_f1"
+    assert (
+        hparams_file["model"]["backbone"] == "resnet18"
+        and hparams_file["monitor"]["metric"] == "val/macro_f1"
+    )
     assert "val/confusion_matrix" in images
     assert "_hparams_/session_start_info" in hparams
     session = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
@@ -124,6 +127,7 @@ def test_checkpoints_load_safely_and_carry_class_names(first_run: Path) -> None:
     assert torch.load(first_run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_resume_from_last_checkpoint_with_console_script(first_run: Path) -> None:
     """`emotionvision-train ckpt_path=.../last.ckpt trainer.max_epochs=3` trains one more epoch."""
     script = BIN / "emotionvision-train"
@@ -145,10 +149,7 @@ def test_resume_from_last_checkpoint_with_console_script(first_run: Path) -> Non
     assert (resumed / "split.csv").read_text() == (first_run / "split.csv").read_text()
 
 
-@pytest.mark.skipif(
-    os.environ.get("EMOTIONVISION_SLOW_TESTS") != "1",
-    reason="Inception-V3 end to end takes ~60 s on 2 CPU cores; set EMOTIONVISION_SLOW_TESTS=1",
-)
+@pytest.mark.slow  # Inception-V3 end to end: ~60 s on 2 CPU cores
 def test_inception_v3_end_to_end(tmp_path: Path, make_tree) -> None:
     root = make_tree(tmp_path / "images", {"anger": 4, "happy": 4})
     run_dir = tmp_path / "run"

@@ -24,7 +24,7 @@ def fit(compose_train, tmp_path: Path, root: Path, name: str, *overrides: str) -
         [
             "data=folder",
             f"data.root={root}",
-            "model.input_size=32",
+            "data.image_size=32",
             "data.num_workers=0",
             "data.batch_size=8",
             "logger=csv",
@@ -127,6 +127,7 @@ def test_gradual_unfreezes_with_a_lower_backbone_rate(
     assert not torch.equal(changed["model.conv1.weight"], checkpoint_state(source_run)["model.conv1.weight"])
 
 
+@pytest.mark.realdata
 @pytest.mark.skipif(not FER2013.is_dir(), reason=f"real data set fer2013 not found at {FER2013}")
 def test_fer2013_pretraining_transfers_to_six_emotions(
     compose_train, six_emotions: Path, tmp_path: Path

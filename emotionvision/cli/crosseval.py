@@ -11,13 +11,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from emotionvision.cli.crossval import register_fold_resolvers
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.data.folders import checked_class_map
 from emotionvision.errors import UsageError, check_arguments
 from emotionvision.evaluation import NoSharedClassError, evaluate
 from emotionvision.reporting.matrix import CrossCell, write_crosseval
+from emotionvision.rundir import metric_key
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def evaluate_cell(
     return CrossCell(
         train,
         test,
-        acc=metrics[f"{split}/acc"],
-        macro_f1=metrics[f"{split}/macro_f1"],
+        acc=metrics[metric_key(split, "acc")],
+        macro_f1=metrics[metric_key(split, "macro_f1")],
         num_images=metrics["num_images"],
         shared_classes=metrics["classes_evaluated"],
         skipped_classes=metrics["classes_skipped"],
@@ -112,7 +112,6 @@ def evaluate_cell(
 
 # the resolvers of conf/hydra/default.yaml, before Hydra composes
 register_resolvers()
-register_fold_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="crosseval")

@@ -6,21 +6,21 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from emotionvision.cli.crossval import register_fold_resolvers
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.errors import check_arguments
 from emotionvision.evaluation import evaluate
+from emotionvision.runtime import set_torch_threads
 
 # the resolvers of conf/hydra/default.yaml, before Hydra composes
 register_resolvers()
-register_fold_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="eval")
 @reports_usage_errors("emotionvision-eval")
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
+    set_torch_threads(cfg.threads)
     check_arguments(cfg.trainer, "trainer")
     evaluate(cfg)
 

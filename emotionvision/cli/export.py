@@ -1,5 +1,5 @@
-"""`emotionvision-export`: a checkpoint's classifier as an ONNX (or TorchScript) file mapping float images
-in [0, 1] to class probabilities, with its class names and preprocessing in the file's metadata.
+"""`emotionvision-export`: a checkpoint's classifier as an ONNX (or torch.export .pt2) file mapping float
+images in [0, 1] to class probabilities, with its class names and preprocessing in the file's metadata.
 
 `emotionvision-export ckpt_path=RUN/checkpoints/best-epoch007.ckpt` writes `best-epoch007.onnx` beside it
 and checks it against PyTorch with onnxruntime; `emotionvision-predict ckpt_path=...onnx` runs it
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from omegaconf import DictConfig
 from torch import nn
 from torchvision.transforms.v2.functional import to_dtype
 
-from emotionvision.cli.crossval import register_fold_resolvers
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.data.cache import decode_image
@@ -32,8 +30,8 @@ from emotionvision.models.onnx import OnnxClassifier, require
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-METADATA_FILE = "metadata.json"  # the TorchScript extra file holding the metadata
+FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}
+METADATA_FILE = "metadata.json"  # the torch.export extra file holding the metadata
 MAX_CHECK_IMAGES = 16
 INPUT_NOTE = (
     "images: float32 RGB in [0, 1], N x 3 x input_size x input_size: the image (its face crop where "
@@ -75,45 +73,43 @@ def _example(classifier: EmotionClassifier) -> torch.Tensor:
     return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
+BATCH_AXIS = {"images": {0: torch.export.Dim("batch")}}  # the exported files take any batch size
+
+
 def export_onnx(classifier: EmotionClassifier, path: Path, opset: int) -> None:
-    """Write `classifier` as ONNX (torch.export-based exporter; dynamic batch axis) with its metadata."""
+    """Write `classifier` as ONNX (torch.export-based exporter) with its metadata."""
     for module in ("onnx", "onnxscript"):
         require(module)
         logging.getLogger(module).setLevel(logging.WARNING)  # the exporter's passes log at INFO
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
-    program = torch.onnx.export(
+    onnx_program = torch.onnx.export(
         ProbabilityModel(classifier),
         (_example(classifier),),
         dynamo=True,
+        dynamic_shapes=BATCH_AXIS,
         input_names=["images"],
         output_names=["probabilities"],
-        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
         opset_version=opset,
         verbose=False,
     )
-    program.model.metadata_props.update(metadata(classifier))
-    program.save(path, external_data=False)
+    onnx_program.model.metadata_props.update(metadata(classifier))
+    onnx_program.save(path, external_data=False)
 
 
-def export_torchscript(classifier: EmotionClassifier, path: Path) -> None:
-    """Write `classifier` traced with torch.jit (deprecated by PyTorch), metadata as an extra JSON file."""
-    # Lightning's own guard (used by its to_torchscript) so tracing may look at `trainer` (pytorch#67146)
-    from lightning.pytorch.core.module import _jit_is_scripting
-
-    with warnings.catch_warnings(), torch.no_grad(), _jit_is_scripting():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.trace(ProbabilityModel(classifier), _example(classifier), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata(classifier))})
+def export_program(classifier: EmotionClassifier, path: Path) -> None:
+    """Write `classifier` as a torch.export program (.pt2; `torch.export.load(path).module()` runs it),
+    metadata as an extra JSON file."""
+    model, example = ProbabilityModel(classifier), (_example(classifier),)
+    program = torch.export.export(model, example, dynamic_shapes=BATCH_AXIS)
+    torch.export.save(program, path, extra_files={METADATA_FILE: json.dumps(metadata(classifier))})
 
 
 def run_exported(path: Path, images: torch.Tensor) -> torch.Tensor:
-    """Probabilities of `images` computed by the exported file (onnxruntime, or torch.jit.load)."""
+    """Probabilities of `images` computed by the exported file (onnxruntime, or torch.export.load)."""
     if path.suffix == ".onnx":
         return OnnxClassifier(path).probabilities(images)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu")(images)
+    with torch.no_grad():
+        return torch.export.load(path).module()(images)
 
 
 def check_batch(paths: Sequence[str | Path], size: int, face_crop: FaceCrop | None) -> torch.Tensor:
@@ -162,11 +158,10 @@ def export(
     if format == "onnx":
         export_onnx(classifier, path, opset)
     else:
-        export_torchscript(classifier, path)
+        export_program(classifier, path)
     if not check:
         return path, None
-    face_crop = classifier.hparams.get("face_crop")
-    face_crop = FaceCrop(**face_crop) if face_crop else None
+    face_crop = FaceCrop.from_settings(classifier.hparams.get("face_crop"))
     images = check_batch(check_images, classifier.hparams.input_size, face_crop)
     difference = max_difference(classifier, path, images)
     log.info("%s vs PyTorch on %d images: max abs difference %.2e", path, len(images), difference)
@@ -177,7 +172,6 @@ def export(
 
 # the resolvers of conf/hydra/default.yaml, before Hydra composes
 register_resolvers()
-register_fold_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="export")

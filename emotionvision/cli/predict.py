@@ -9,23 +9,23 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from emotionvision.cli.crossval import register_fold_resolvers
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.inference import Predictor, check_output, write_predictions
+from emotionvision.runtime import set_torch_threads
 
 log = logging.getLogger(__name__)
 
 
 # the resolvers of conf/hydra/default.yaml, before Hydra composes
 register_resolvers()
-register_fold_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="predict")
 @reports_usage_errors("emotionvision-predict")
 def main(cfg: DictConfig) -> None:
     """Console entry point: predict `inputs` with `ckpt_path` and write `output`."""
+    set_torch_threads(cfg.threads)
     output = Path(cfg.output)
     check_output(output)
     inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)

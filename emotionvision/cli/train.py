@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from emotionvision.cli.crossval import register_fold_resolvers
 from emotionvision.cli.ddp import keep_ranks_in_job_dir
 from emotionvision.cli.resume import register_resolvers, resume_config
+from emotionvision.cli.schemas import register_schemas
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.errors import check_arguments
+from emotionvision.rundir import RunDir, best_key
+from emotionvision.runtime import set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,11 @@ def instantiate_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightni
     """The datamodule, model and trainer (with callbacks and loggers) the config describes."""
     check_arguments(cfg.trainer, "trainer")  # a misspelt Trainer key fails before anything runs
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    # plain lists/dicts in hparams: checkpoints load with weights_only=True
-    model: pl.LightningModule = instantiate(cfg.model, _convert_="all", class_names=datamodule.class_names)
+    # the data give the model its classes and input size; plain lists/dicts in hparams: checkpoints
+    # load with weights_only=True
+    model: pl.LightningModule = instantiate(
+        cfg.model, _convert_="all", class_names=datamodule.class_names, input_size=cfg.data.image_size
+    )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -35,54 +40,47 @@ def instantiate_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightni
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one model as the config says; returns the final logged metrics and the best
-    monitored value (`best_<monitor.metric>`)."""
+    monitored value (`best_key(monitor.metric)`)."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_run(cfg)
     if trainer.world_size > 1:
         keep_ranks_in_job_dir()
+    params = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
-        logger.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        logger.log_hyperparams(params)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)  # Ctrl-C: exits, resumable
     checkpoint = trainer.checkpoint_callback
-    best_score = (
-        None if checkpoint is None or checkpoint.best_model_score is None else checkpoint.best_model_score
-    )
+    best_score = None if checkpoint is None else checkpoint.best_model_score
     if cfg.test:
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
-    metrics[f"best_{cfg.monitor.metric}"] = None if best_score is None else float(best_score)
+    metrics[best_key(cfg.monitor.metric)] = None if best_score is None else float(best_score)
+    for logger in trainer.loggers:  # TensorBoard's HParams tab: the config beside the final metrics
+        if isinstance(logger, TensorBoardLogger):
+            final = {name: value for name, value in metrics.items() if value is not None}
+            logger.log_hyperparams(params, metrics=final, step=trainer.global_step)
     return metrics
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    """{'a': {'b': 1}} -> {'a/b': 1}, other values as strings (loggers' hparams take scalars)."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{name}/")
-        else:
-            flat[name] = value if isinstance(value, int | float | str | bool) else str(value)
-    return flat
-
-
-# the resolvers of conf/hydra/default.yaml, before Hydra composes
+# the resolvers of conf/hydra/default.yaml and train.yaml and the config schemas, before Hydra composes
 register_resolvers()
 register_fold_resolvers()
+register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="train")
 @reports_usage_errors("emotionvision-train")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the best validation value of `monitor.metric` for sweepers."""
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    cfg, done = resume_config(cfg, output_dir)
-    name = f"best_{cfg.monitor.metric}"
+    set_torch_threads(cfg.threads)
+    run = RunDir(HydraConfig.get().runtime.output_dir)
+    cfg, done = resume_config(cfg, run)
+    name = best_key(cfg.monitor.metric)
     if done:
-        log.info("%s already finished (resume=auto): skipped", output_dir)
-        return json.loads((output_dir / "metrics.json").read_text()).get(name)
+        log.info("%s already finished (resume=auto): skipped", run.path)
+        return run.read_metrics().get(name)
     return train(cfg)[name]
 
 

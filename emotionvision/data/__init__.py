@@ -1,4 +1,5 @@
-"""Data: folder scanning, decode cache, duplicate-aware splits and the LightningDataModule."""
+"""Data: sources (folder trees, manifest CSVs, the demo), grouping, splitting, the decode cache and the
+LightningDataModule that chains them."""
 
 from emotionvision.data.datamodule import EmotionDataModule
 

@@ -1,48 +1,34 @@
-"""LightningDataModule for class-per-folder emotion images."""
+"""LightningDataModule: a data source's images, grouped, split, decoded once and served as tensors."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache, DecodedImage
-from emotionvision.data.dataset import EpochShuffle, ImageTensorDataset, apply_face_policy
-from emotionvision.data.duplicates import conflicting_groups, duplicate_groups, merge_groups
+from emotionvision.data.dataset import ImageTensorDataset, decode_labelled, make_loader
 from emotionvision.data.faces import FaceCrop
-from emotionvision.data.folders import (
-    checked_class_map,
-    class_files,
-    class_folders,
-    find_class_names,
-    has_predefined_splits,
-)
+from emotionvision.data.grouping import Grouping
 from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport
-from emotionvision.data.split import (
-    SPLITS,
-    carve_validation,
-    check_stratifiable,
-    fold_ratios,
-    fold_splits,
-    log_split_summary,
-    read_manifest,
-    stratified_group_split,
-    subject_groups,
-    write_manifest,
-)
+from emotionvision.data.manifest import SPLITS, write_manifest
+from emotionvision.data.sources import DataSource, FolderSource, ManifestSource, Sample
+from emotionvision.data.splitting import LEFT_OUT, Splitter, log_split_summary
 from emotionvision.errors import UsageError
 from emotionvision.reporting.figures import face_sheet, save_png
+from emotionvision.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
+SourceFactory = Callable[..., DataSource]
 
 
 def default_num_workers() -> int:
@@ -53,16 +39,26 @@ def default_num_workers() -> int:
     return 0 if cores <= 2 else min(8, cores // 2)
 
 
-class EmotionDataModule(pl.LightningDataModule):
-    """Images decoded once into a cache, a stratified duplicate-aware split, tensor augmentation.
+def make_source(
+    root: str | Path, class_map: Mapping | None, split_file: str | Path | None, source: SourceFactory | None
+) -> DataSource:
+    """`source` (a `DataSource` class or partial; FolderSource where None) of `root`; a split manifest
+    (`split_file`) instead where one is given."""
+    if split_file is not None:
+        return ManifestSource(split_file, class_map)
+    return (source or FolderSource)(root, class_map)
 
-    The split is written to `manifest_path` (CSV: path, label, split, group); `split_file`
-    reuses such a manifest instead of splitting. With `folds` (a number, or 'loso': one fold per
-    group) fold `fold` of a stratified group-aware cross-validation is the test split, and
-    validation is carved from the other folds. Files in nested folders of a class folder belong to
-    the class (their count is logged per class folder). Skipped files (hidden, broken links,
-    non-images, unreadable, more than `max_image_pixels` pixels; None: no limit) are logged and
-    listed in skipped.csv beside the manifest (columns path, reason).
+
+class EmotionDataModule(pl.LightningDataModule):
+    """The images `source` lists under `root` (data/sources.py), in the classes `classes` picks; near-
+    duplicates and subjects grouped (data/grouping.py: `near_duplicate_bits`, `group_by`); split by
+    class and group (data/splitting.py: `split_ratios`, `split_seed`, or fold `fold` of `folds`);
+    decoded once at `image_size` into the cache (data/cache.py) and served with `augmentation` on
+    training batches. `split_file` reuses a split manifest instead of splitting.
+
+    Written beside `manifest_path` (a run's split.csv: path, label, split, group): skipped.csv (path,
+    reason: hidden, broken links, non-images, unreadable, more than `max_image_pixels` pixels, None:
+    no limit) and, with face crops, faces.png.
     """
 
     def __init__(
@@ -86,46 +82,43 @@ class EmotionDataModule(pl.LightningDataModule):
         train_label_shuffle_seed: int | None = None,
         face_crop: dict | None = None,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        source: SourceFactory | None = None,
     ) -> None:
         super().__init__()
-        self.root = Path(root).expanduser().resolve()  # absolute paths in the manifest
-        self.split_ratios = list(split_ratios)
-        self.split_seed = split_seed
-        self.split_file = Path(split_file) if split_file else None
+        self.source = make_source(root, class_map, split_file, source)
+        self.root = self.source.root
+        self.class_names = self.source.pick_classes(list(classes) if classes else None)
+        self.grouping = Grouping(near_duplicate_bits, group_by)
+        self.splitter = Splitter(tuple(split_ratios), split_seed, folds, fold)
         self.manifest_path = Path(manifest_path) if manifest_path else None
-        self.near_duplicate_bits = near_duplicate_bits
-        self.group_by = group_by
-        self.folds, self.fold = folds, fold
         self.image_size = image_size
         self.cache_dir = Path(cache_dir)
+        self.face_crop = FaceCrop.from_settings(face_crop)
+        self.max_image_pixels = max_image_pixels
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.augmentation = augmentation
         self.train_label_shuffle_seed = train_label_shuffle_seed
-        self.face_crop = FaceCrop(**face_crop) if face_crop else None
-        self.max_image_pixels = max_image_pixels
         self.skipped = SkipReport()
-        self.class_map = checked_class_map(class_map)
-        if self.split_file is not None:
-            manifest_labels = sorted({row["label"] for row in self._manifest_rows()})
-            self.class_names = list(classes) if classes else manifest_labels
-        else:
-            self.class_names = find_class_names(self.root, classes, self.class_map)
         self.datasets: dict[str, ImageTensorDataset] = {}
         self.manifest: list[tuple[str, str, str, int]] = []
 
     def prepare_data(self) -> None:
         """Decode every image not yet in the cache (once, on one process)."""
-        paths, _, _ = self._list_images(SkipReport())
-        self._cache().get_many(paths, SkipReport())
+        samples = self.source.samples(SkipReport(), self.class_names)
+        self._cache().get_many([sample.path for sample in samples], SkipReport())
 
     def setup(self, stage: str | None = None) -> None:
-        """Load cached images, split them (or read the split file), build the datasets."""
+        """List, decode, group and split the images; write split.csv; build the datasets."""
         if self.datasets:
             return
-        paths, labels, images, groups, preset = self._grouped_images()
-        splits = self._assign_splits(labels, groups, preset)
-        log_split_summary(labels, groups, splits, self._target_ratios(preset), self.class_names)
+        samples, labels, subjects, images = self._decoded()
+        groups, splits = self._split(samples, labels, subjects, images)
+        kept = self._leave_out([sample.path for sample in samples], splits == LEFT_OUT)
+        paths, images = [samples[i].path for i in kept], [images[i] for i in kept]
+        labels, groups, splits = labels[kept], groups[kept], splits[kept]
+        ratios = self.splitter.target_ratios(self.source.presets_splits)
+        log_split_summary(labels, groups, splits, ratios, self.class_names)
         self.manifest = [
             (str(path), self.class_names[label], split, int(group), *self._box_column(image))
             for path, label, split, group, image in zip(paths, labels, splits, groups, images, strict=True)
@@ -135,167 +128,72 @@ class EmotionDataModule(pl.LightningDataModule):
         self._build_datasets(images, paths, labels, splits)
 
     def fold_count(self) -> int:
-        """How many cross-validation folds `folds` makes (for 'loso', the number of groups)."""
-        self._check_folds()
-        if self.folds != "loso":
-            return int(self.folds)
-        return len(np.unique(self._grouped_images()[3]))
+        """How many cross-validation folds `folds` makes (for 'loso', the number of subjects, read from
+        file names or tables: nothing is decoded)."""
+        subjects = self._subjects(SkipReport())[1] if self.splitter.folds == "loso" else None
+        return self.splitter.fold_count(subjects, self.source.presets_splits, self.root)
 
-    def _grouped_images(
-        self,
-    ) -> tuple[list[Path], np.ndarray, list[DecodedImage], np.ndarray, np.ndarray]:
-        """The readable images: paths, labels, decoded images, the groups a split keeps whole and
-        their preset split names (None where the split is made here)."""
+    def _subjects(self, report: SkipReport) -> tuple[list[Sample], np.ndarray | None]:
+        """The source's samples of the chosen classes and their subject ids (None: no subjects)."""
+        samples = self.source.samples(report, self.class_names)
+        return samples, self.grouping.subjects(samples)
+
+    def _decoded(self) -> tuple[list[Sample], np.ndarray, np.ndarray | None, list[DecodedImage]]:
+        """The samples that decode (with face crops: that the face policy keeps), their labels, subject
+        ids and images; the options are checked before anything is decoded, skipped.csv written after."""
         report = SkipReport()
-        paths, labels, preset_splits = self._list_images(report)
-        kept_paths, images = self._cache().get_many(paths, report)
-        if self.face_crop is not None:
-            label_of = dict(zip(paths, labels, strict=True))
-            kept_labels = [label_of[path] for path in kept_paths]
-            kept_paths, images, _ = apply_face_policy(
-                kept_paths, images, kept_labels, self.face_crop, self.class_names, report
-            )
+        samples, subjects = self._subjects(report)
+        self.splitter.check(subjects, self.source.presets_splits, self.root)
+        labels = [self.class_names.index(sample.label) for sample in samples]
+        paths = [sample.path for sample in samples]
+        kept_paths, images, kept_labels = decode_labelled(
+            paths, labels, self._cache(), self.class_names, report
+        )
         report.log_summary(self.root)
         self.skipped = report
         self._write_skipped()
-        kept = {path: i for i, path in enumerate(kept_paths)}
-        index = np.array([i for i, path in enumerate(paths) if path in kept])
-        label_array = np.asarray(labels)[index]
-        self._check_classes_present(label_array)
+        self._check_classes_present(np.asarray(kept_labels, dtype=np.int64))
+        position = {path: i for i, path in enumerate(paths)}
+        kept = np.array([position[path] for path in kept_paths], dtype=np.int64)
+        kept_subjects = None if subjects is None else subjects[kept]
+        return [samples[i] for i in kept], np.asarray(kept_labels, dtype=np.int64), kept_subjects, images
+
+    def _split(
+        self,
+        samples: list[Sample],
+        labels: np.ndarray,
+        subjects: np.ndarray | None,
+        images: list[DecodedImage],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The groups (each kept whole) and split names of the decoded samples."""
+        paths = [sample.path for sample in samples]
         hashes = torch.stack([image.hash_bits for image in images]).numpy()
-        groups = self._groups(kept_paths, label_array, hashes)
-        return kept_paths, label_array, images, groups, np.asarray(preset_splits, dtype=object)[index]
+        duplicates, groups = self.grouping.groups(paths, labels, hashes, subjects, self.class_names)
+        preset = np.array([sample.split for sample in samples], dtype=object)
+        splits = self.splitter.split(
+            labels, groups, preset, subjects, duplicates, self.class_names, self.root
+        )
+        return groups, splits
 
     def _cache(self) -> DecodeCache:
         return DecodeCache(self.cache_dir, self.image_size, self.face_crop, self.max_image_pixels)
 
-    def _list_images(self, report: SkipReport) -> tuple[list[Path], list[int], list[str | None]]:
-        """Candidate files with labels and predefined split names (from folders or split_file)."""
-        if self.split_file is not None:
-            return self._list_from_manifest()
-        folders = [(self.root, None)]
-        if has_predefined_splits(self.root):
-            folders = [(self.root / "train", "train"), (self.root / "test", "test")]
-        paths, labels, preset = [], [], []
-        for folder, split in folders:
-            files_of = class_files(folder, report, self.class_map, self.class_names)
-            for label, (name, files) in enumerate(files_of.items()):
-                if not files:
-                    dirs = class_folders(folder, self.class_map).get(name, [folder / name])
-                    raise UsageError(
-                        f"Class folder {', '.join(map(str, dirs))} holds no files: add images, or pick "
-                        "the classes to train on with data.classes."
-                    )
-                paths += files
-                labels += [label] * len(files)
-                preset += [split] * len(files)
-        return paths, labels, preset
-
-    def _manifest_rows(self) -> list[dict[str, str]]:
-        """The rows of `split_file`, labels renamed by the class map."""
-        rows = read_manifest(self.split_file)
-        return [row | {"label": self.class_map.get(row["label"], row["label"])} for row in rows]
-
-    def _list_from_manifest(self) -> tuple[list[Path], list[int], list[str | None]]:
-        rows = [row for row in self._manifest_rows() if row["label"] in self.class_names]
-        missing = [row["path"] for row in rows if not Path(row["path"]).is_file()]
-        if missing:
-            raise UsageError(
-                f"{len(missing)} images listed in {self.split_file} are missing, e.g. {missing[0]}: "
-                "restore them, or drop data.split_file to split anew."
-            )
-        label_of = {name: i for i, name in enumerate(self.class_names)}
-        return (
-            [Path(row["path"]) for row in rows],
-            [label_of[row["label"]] for row in rows],
-            [row["split"] for row in rows],
-        )
-
     def _check_classes_present(self, labels: np.ndarray) -> None:
-        counts = Counter(labels.tolist())
-        empty = [name for i, name in enumerate(self.class_names) if counts.get(i, 0) == 0]
+        counts = np.bincount(labels, minlength=len(self.class_names))
+        empty = [name for name, count in zip(self.class_names, counts, strict=True) if count == 0]
         if empty:
             raise UsageError(
                 f"No readable images for classes {empty} under {self.root} (see skipped.csv): add images, "
                 "or leave the classes out with data.classes."
             )
 
-    def _groups(self, paths: list[Path], labels: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """Groups kept whole by the split: near-duplicates (unless near_duplicate_bits is None) merged
-        with the subjects of `group_by`."""
-        groups = np.arange(len(paths))
-        if self.near_duplicate_bits is not None:
-            groups = duplicate_groups(hashes, self.near_duplicate_bits)
-            self._report_duplicates(paths, labels, groups)
-        if self.group_by:
-            groups = merge_groups(groups, subject_groups(paths, self.group_by))
-        return groups
-
-    def _report_duplicates(self, paths: list[Path], labels: np.ndarray, groups: np.ndarray) -> None:
-        sizes = np.bincount(groups)
-        log.info(
-            "Duplicate groups (exact or within %d bits): %d groups, %d images",
-            self.near_duplicate_bits,
-            int((sizes > 1).sum()),
-            int(sizes[sizes > 1].sum()),
-        )
-        conflicts = conflicting_groups(groups, labels)
-        for rank, group in enumerate(conflicts):
-            members = "; ".join(
-                f"{paths[i]} ({self.class_names[labels[i]]})" for i in np.flatnonzero(groups == group)
-            )
-            level = logging.WARNING if rank < 5 else logging.DEBUG
-            log.log(level, "Duplicates with conflicting labels: %s", members)
-        if len(conflicts) > 5:
-            log.warning(
-                "%d duplicate groups with conflicting labels in all (listed at DEBUG).", len(conflicts)
-            )
-
-    def _assign_splits(self, labels: np.ndarray, groups: np.ndarray, preset: np.ndarray) -> np.ndarray:
-        """Split names: preset ones kept (validation carved from a preset train split); the rest split
-        stratified by group, or by cross-validation fold."""
-        if self.split_file is not None:
-            return preset.astype(str)
-        if self.folds is not None:
-            self._check_folds(preset)
-            splits = fold_splits(labels, groups, self.folds, self.fold, self.split_ratios, self.split_seed)
-            if not (splits == "test").any():
-                raise UsageError(
-                    f"data.fold={self.fold}: data.folds={self.folds} has no such fold (they count from 0)."
-                )
-            return splits
-        if preset[0] is None:
-            check_stratifiable(labels, groups, self.split_ratios, self.class_names, self.root)
-            return stratified_group_split(labels, groups, self.split_ratios, self.split_seed)
-        splits = preset.astype(str)
-        train = splits == "train"
-        splits[train] = carve_validation(labels[train], groups[train], self.split_ratios, self.split_seed)
-        leaking = len(set(groups[train]) & set(groups[splits == "test"]))
-        if leaking:
-            log.warning("%d duplicate groups span the predefined train and test folders.", leaking)
-        return splits
-
-    def _target_ratios(self, preset: np.ndarray) -> list[float] | None:
-        """The train, val and test shares of a split made here (None for preset or 'loso' splits)."""
-        if self.split_file is not None or (preset[0] is not None and self.folds is None):
-            return None
-        if self.folds is None:
-            return self.split_ratios
-        return None if self.folds == "loso" else fold_ratios(int(self.folds), self.split_ratios)
-
-    def _check_folds(self, preset: np.ndarray | None = None) -> None:
-        """UsageError naming the option when `folds` and `fold` do not describe a cross-validation."""
-        if self.folds == "loso" and not self.group_by:
-            raise UsageError("data.folds=loso leaves one group out: set data.group_by to name each subject.")
-        if self.folds != "loso" and (not isinstance(self.folds, int) or self.folds < 2):
-            raise UsageError(f"data.folds={self.folds}: give a number of folds of 2 or more, or loso.")
-        if self.split_file is not None or (preset is not None and preset[0] is not None):
-            raise UsageError(
-                "data.folds: cross-validation splits all images itself; drop data.split_file, or "
-                f"use a tree without train/ and test/ folders (data.root={self.root})."
-            )
-        if preset is not None and self.fold is None:
-            raise UsageError("data.folds is set but data.fold is not: emotionvision-train runs every fold.")
+    def _leave_out(self, paths: list[Path], left_out: np.ndarray) -> np.ndarray:
+        """Indices of the images kept; those a fold leaves out go into skipped.csv."""
+        if left_out.any():
+            for index in np.flatnonzero(left_out):
+                self.skipped.add("duplicates an image of the held-out subject", paths[index])
+            self._write_skipped()
+        return np.flatnonzero(~left_out)
 
     def _box_column(self, image: DecodedImage) -> tuple[str, ...]:
         """The manifest's face_box cell ('x0 y0 x1 y1', empty where no face was found) with face crops."""
@@ -307,7 +205,7 @@ class EmotionDataModule(pl.LightningDataModule):
     def _write_face_sheet(self, images: list[DecodedImage]) -> None:
         """faces.png beside the manifest: a sample of the face crops and of the images without a face."""
         if self.face_crop is not None and self.face_crop.detector and self.manifest_path is not None:
-            path = self.manifest_path.parent / "faces.png"
+            path = RunDir(self.manifest_path.parent).faces
             save_png(face_sheet([row[0] for row in self.manifest], images, self.face_crop.detector), path)
             log.info("Face crops shown in %s", path)
 
@@ -315,7 +213,7 @@ class EmotionDataModule(pl.LightningDataModule):
     def _write_skipped(self) -> None:
         """skipped.csv (path, reason) beside the manifest."""
         if self.manifest_path is not None:
-            self.skipped.write_csv(self.manifest_path.parent / "skipped.csv")
+            self.skipped.write_csv(RunDir(self.manifest_path.parent).skipped)
 
     @rank_zero_only
     def _write_manifest(self) -> None:
@@ -346,26 +244,7 @@ class EmotionDataModule(pl.LightningDataModule):
         return weights / weights.mean()
 
     def _loader(self, split: str) -> DataLoader:
-        """Training: an order fixed by the seed and the epoch, so a resumed run sees the batches an
-        uninterrupted one does. Evaluation: every image once, also under DDP (Lightning's default
-        sampler would pad ranks with repeats)."""
-        dataset = self.datasets[split]
-        seed = torch.initial_seed()  # set by seed_everything
-        if split == "train":
-            sampler = EpochShuffle(len(dataset), seed)
-        elif torch.distributed.is_available() and torch.distributed.is_initialized():
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
-        else:
-            sampler = None
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            # a last training batch of one image would break BatchNorm: drop the incomplete batch
-            drop_last=split == "train" and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(seed),  # worker seeds: not drawn from the global RNG
-        )
+        return make_loader(self.datasets[split], self.batch_size, self.num_workers, train=split == "train")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

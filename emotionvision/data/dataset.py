@@ -1,4 +1,4 @@
-"""The Dataset of decoded images that every loader serves: training, evaluation and the report."""
+"""The Dataset of decoded images and the loaders that serve it: training, evaluation and the report."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, Sampler
+
+# Not public API (lightning.pytorch 2.x, checked with 2.6; pyproject allows >=2.4,<3), but no public
+# sampler shards without repeats: torch's DistributedSampler pads ranks with repeated images, or drops
+# images with drop_last. Covered by tests/test_datamodule.py (unit) and tests/test_ddp.py (two ranks).
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from emotionvision.data.cache import DecodeCache, DecodedImage
 from emotionvision.data.faces import FaceCrop
-from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport
+from emotionvision.data.images import SkipReport
 from emotionvision.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -96,28 +101,55 @@ def apply_face_policy(
     return [paths[i] for i in kept], [images[i] for i in kept], [labels[i] for i in kept]
 
 
+def decode_labelled(
+    paths: list[Path], labels: list[int], cache: DecodeCache, class_names: list[str], report: SkipReport
+) -> tuple[list[Path], list[DecodedImage], list[int]]:
+    """The files of `paths` (labelled `labels`) that decode through `cache` (decoding the missing ones),
+    their images and labels; with face crops, `apply_face_policy` applies. Files left out are added to
+    `report`. The one decode path of training and evaluation."""
+    kept, images = cache.get_many(paths, report)
+    label_of = dict(zip(paths, labels, strict=True))
+    kept_labels = [label_of[path] for path in kept]
+    if cache.face_crop is None:
+        return kept, images, kept_labels
+    return apply_face_policy(kept, images, kept_labels, cache.face_crop, class_names, report)
+
+
 def decoded_dataset(
-    samples: list[tuple[Path, int]],
-    cache_dir: str | Path,
-    size: int,
-    source: str,
+    paths: list[Path],
+    labels: list[int],
+    cache: DecodeCache,
     class_names: list[str],
-    face_crop: FaceCrop | None = None,
-    skipped: SkipReport | None = None,
-    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    report: SkipReport,
+    source: str,
 ) -> ImageTensorDataset:
-    """The dataset of labelled `samples` (path, class index) decoded through the cache at `size` px
-    (face crops with `face_crop`, at most `max_pixels` pixels per file); undecodable files are left
-    out and added to `skipped` (which may hold the listing's skips already), whose summary is logged.
-    `source` names where the samples come from."""
-    skipped = SkipReport() if skipped is None else skipped
-    cache = DecodeCache(cache_dir, size, face_crop, max_pixels)
-    paths, decoded = cache.get_many([path for path, _ in samples], skipped)
-    label_of = dict(samples)
-    labels = [label_of[path] for path in paths]
-    if face_crop is not None:
-        paths, decoded, labels = apply_face_policy(paths, decoded, labels, face_crop, class_names, skipped)
-    skipped.log_summary(source)
+    """The dataset of the files of `paths` (labelled `labels`) that `decode_labelled` keeps; the
+    summary of `report` (which may hold the listing's skips already) is logged. `source` names where
+    the files come from."""
+    paths, images, labels = decode_labelled(paths, labels, cache, class_names, report)
+    report.log_summary(source)
     if not paths:
         raise UsageError(f"None of the images of {source} could be decoded (see the skipped files above).")
-    return ImageTensorDataset(decoded, labels, paths)
+    return ImageTensorDataset(images, labels, paths)
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool = False) -> DataLoader:
+    """The loader of training and evaluation. Training: an order fixed by the seed and the epoch, so a
+    resumed run sees the batches an uninterrupted one does. Evaluation: every image once, also under
+    DDP (Lightning's default sampler would pad ranks with repeats)."""
+    seed = torch.initial_seed()  # set by seed_everything
+    if train:
+        sampler = EpochShuffle(len(dataset), seed)
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+    else:
+        sampler = None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        # a last training batch of one image would break BatchNorm: drop the incomplete batch
+        drop_last=train and len(dataset) > batch_size,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds: not drawn from the global RNG
+    )

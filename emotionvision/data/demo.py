@@ -1,5 +1,6 @@
-"""The demo data set (`data=demo`): a synthetic, learnable six-class facial-emotion image set of drawn
-faces (`drawn_faces`), generated on first use; reproducible from its seed."""
+"""The demo data set (`data=demo`, read by `sources.DemoSource`): a synthetic, learnable six-class
+facial-emotion image set of drawn faces (`drawn_faces`), generated on first use; reproducible from its
+seed."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionvision.data.datamodule import EmotionDataModule
 from emotionvision.data.drawn_faces import EMOTIONS, render_face
-from emotionvision.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +88,3 @@ def _complete(root: Path, settings: dict[str, int | None]) -> bool:
     if json.loads(marker.read_text()) != settings:
         log.warning("Keeping the demo set in %s, generated with other settings", root)
     return True
-
-
-def demo_datamodule(root: str | Path, subjects: int | None = None, **kwargs) -> EmotionDataModule:
-    """The datamodule over the drawn-faces demo set (`data=demo`), generated into `root` on first use;
-    UsageError for a folder of other images (`data.root=` given without `data=folder`)."""
-    try:
-        generate_demo_dataset(root, subjects=subjects)
-    except FileExistsError as error:
-        raise UsageError(
-            f"data.root={root} holds files but no demo set, and data=demo (the default) draws its demo set "
-            f"there; for your own images use data=folder data.root={root}."
-        ) from error
-    return EmotionDataModule(root, **kwargs)

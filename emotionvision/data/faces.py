@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -199,6 +200,12 @@ class FaceCrop:
             raise UsageError(f"data.face_crop.detector={self.detector!r}: choose one of {sorted(DETECTORS)}.")
         if self.no_face not in ("whole", "skip"):
             raise UsageError(f"data.face_crop.no_face={self.no_face!r}: choose 'whole' or 'skip'.")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None) -> FaceCrop | None:
+        """The face crop of `face_crop` settings (data.face_crop, or a checkpoint's hparams); None for
+        none (whole images)."""
+        return cls(**settings) if settings else None
 
     def key(self) -> str:
         """A short digest of everything that shapes the cached pixels (detector settings, margin, grey)."""

@@ -1,5 +1,5 @@
-"""Class folders: a data root holds root/<class>/<image>, or train/ and test/ folders of classes.
-A class map ({folder: class}) renames folders; several folders may map to one class."""
+"""Class folders (`FolderSource`'s listing): a data root holds root/<class>/<image>, or train/ and test/
+folders of classes. A class map ({folder: class}) renames folders; several folders may map to one class."""
 
 from __future__ import annotations
 
@@ -11,42 +11,6 @@ from emotionvision.data.images import SkipReport, list_class_files
 from emotionvision.errors import UsageError
 
 log = logging.getLogger(__name__)
-
-
-def find_class_names(
-    root: Path, classes: list[str] | None, class_map: Mapping[str, str] | None = None
-) -> list[str]:
-    """Class names: `classes` as given, else the sorted classes of root's (or root/train's) folders
-    after `class_map`."""
-    if not root.is_dir():
-        raise UsageError(
-            f"Data root {root} does not exist. Set data.root=PATH to a folder with one "
-            "sub-folder of images per class."
-        )
-    class_root = root / "train" if has_predefined_splits(root) else root
-    found = list(class_folders(class_root, class_map, warn=True))
-    if classes is None:
-        if not found:
-            raise UsageError(f"{class_root} has no class sub-folders (expected root/<class>/<image>).")
-        if len(found) == 1:
-            raise UsageError(
-                f"{class_root} has one class ({found[0]}): a classifier needs two or more. "
-                "Point data.root at a folder with a sub-folder of images per class (root/<class>/<image>)."
-            )
-        return found
-    unknown = sorted(set(classes) - set(found))
-    if unknown:
-        renamed = " after data.class_map" if class_map else ""
-        raise UsageError(
-            f"data.classes names {unknown}, not classes of {class_root}{renamed} (found {found}): "
-            "fix data.classes, or map folders to those names with data.class_map={folder: class}."
-        )
-    if len(classes) < 2:
-        raise UsageError(
-            f"data.classes={list(classes)} names fewer than two classes: a classifier needs two or more; "
-            f"list two or more of {found}."
-        )
-    return list(classes)
 
 
 def class_folders(
@@ -71,11 +35,10 @@ def class_files(
     report: SkipReport,
     class_map: Mapping[str, str] | None = None,
     classes: list[str] | None = None,
-    warn: bool = False,
 ) -> dict[str, list[Path]]:
     """Class name -> the files of its folders (see `class_folders` and `list_class_files`, which adds
     hidden files and broken links to `report`); only `classes` (empty where missing) where given."""
-    folders = class_folders(class_root, class_map, warn)
+    folders = class_folders(class_root, class_map)
     return {
         name: [path for folder in folders.get(name, []) for path in list_class_files(folder, report)]
         for name in (folders if classes is None else classes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import logging
 import threading
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,15 +30,6 @@ REASON_TEXT = {"unreadable image": "Unreadable or truncated image", "not an imag
 
 class ImageTooLargeError(Image.DecompressionBombError):
     """An image with more pixels than the decode allows (`data.max_image_pixels`)."""
-
-
-@dataclass
-class ImageRecord:
-    """One labelled image file; `split` is set by a predefined split folder or the splitter."""
-
-    path: Path
-    label: int
-    split: str | None = None
 
 
 @dataclass
@@ -227,7 +217,11 @@ def to_8_bit(image: Image.Image) -> Image.Image:
 
 
 def resize_center_crop(image: Image.Image, size: int) -> torch.Tensor:
-    """Resize the shorter side to `size`, center-crop to size x size; uint8 tensor (3, H, W)."""
+    """Resize the shorter side to `size`, center-crop to size x size; uint8 tensor (3, H, W).
+
+    Not `PIL.ImageOps.fit`: that crops a fractional box before resizing and has no `reducing_gap`, so
+    its pixels differ wherever the crop is not whole pixels of the resized image or the image shrinks
+    3x or more (tests/test_images.py), and the cache and every checkpoint's preprocessing hold these."""
     width, height = image.size
     scale = size / min(width, height)
     resized = image.resize(
@@ -246,9 +240,3 @@ def difference_hash(image: Image.Image, hash_size: int = 16) -> np.ndarray:
     grey = image.convert("L").resize((hash_size + 1, hash_size), Image.Resampling.BILINEAR)
     pixels = np.asarray(grey, dtype=np.int16)
     return (pixels[:, 1:] > pixels[:, :-1]).reshape(-1)
-
-
-def describe_counts(records: list[ImageRecord], class_names: list[str]) -> str:
-    """'anger=214, disgust=159, ...' for error messages and logs."""
-    counts = Counter(r.label for r in records)
-    return ", ".join(f"{name}={counts.get(i, 0)}" for i, name in enumerate(class_names))

@@ -15,10 +15,11 @@ from emotionvision.errors import UsageError
 from emotionvision.models.backbones import BACKBONES, build_backbone
 from emotionvision.models.checkpoint import read_checkpoint, transfer_weights
 from emotionvision.models.losses import CrossEntropy
-from emotionvision.models.metrics import build_metrics, named_scalars
+from emotionvision.models.metrics import EvaluationOutputs, build_metrics, named_scalars
 from emotionvision.reporting.figures import confusion_matrix_figure
+from emotionvision.rundir import STAGES, metric_key
 
-STAGES = ("train", "val", "test")
+FITTING = ("train", "val")  # the stages whose metrics the module logs itself
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, targets, dataset indices
 
 
@@ -29,9 +30,11 @@ class EmotionClassifier(pl.LightningModule):
     carries its own preprocessing together with `class_names`, `input_size` and `face_crop` (the
     face-crop settings of `data.face_crop`, applied again by evaluation and prediction).
     An auxiliary head (Inception-V3) adds `aux_weight` x its loss in training only.
-    `test_step` and `predict_step` return class probabilities: the one inference path of test,
-    evaluation and prediction. `monitor` is the metric a plateau scheduler follows. `init_from`
-    starts the network from an EmotionVision checkpoint (see `transfer_weights`).
+    Training and validation log their torchmetrics each epoch; a test gathers every image's
+    probabilities in `test_outputs`, from which the report callback computes and logs the test metrics
+    once. `predict_step` returns class probabilities through the same forward. `monitor` is the metric a
+    plateau scheduler follows. `init_from` starts the network from an EmotionVision checkpoint (see
+    `transfer_weights`).
     """
 
     def __init__(
@@ -69,19 +72,15 @@ class EmotionClassifier(pl.LightningModule):
         self.scheduler_factory = scheduler
         # keyed "<stage>_metrics": a ModuleDict key may not shadow Module.train
         self.metrics = nn.ModuleDict(
-            {f"{stage}_metrics": build_metrics(len(class_names)) for stage in STAGES}
+            {f"{stage}_metrics": build_metrics(len(class_names)) for stage in FITTING}
         )
+        self.test_outputs = EvaluationOutputs()
         self.mean_losses = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             return
-        if datamodule.image_size != self.hparams.input_size:
-            raise UsageError(
-                f"The data are {datamodule.image_size} px but the model takes {self.hparams.input_size} px: "
-                "set the size once with model.input_size=N (data.image_size follows it)."
-            )
         if stage == "fit" and isinstance(self.loss, CrossEntropy):
             self.loss.set_class_weights(datamodule.class_weights)
 
@@ -116,23 +115,20 @@ class EmotionClassifier(pl.LightningModule):
         self._update("train", logits.detach().softmax(dim=1), targets, loss)
         return loss
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate("val", batch)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        """The batch's probabilities, targets and dataset indices, for the report callbacks."""
-        return self._evaluate("test", batch)
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        images, targets, indices = batch
+        logits = self(images)
+        self.test_outputs.update(logits.softmax(dim=1), targets, indices)
+        self.mean_losses["test_loss"].update(self.loss(logits, targets).detach(), weight=len(targets))
 
     def predict_step(self, batch: torch.Tensor | Batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, tuple | list) else batch
         return self.probabilities(images)
 
-    def _evaluate(self, stage: str, batch: Batch) -> dict[str, torch.Tensor]:
-        images, targets, indices = batch
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        images, targets, _ = batch
         logits = self(images)
-        probabilities = logits.softmax(dim=1)
-        self._update(stage, probabilities, targets, self.loss(logits, targets))
-        return {"probabilities": probabilities, "targets": targets, "indices": indices}
+        self._update("val", logits.softmax(dim=1), targets, self.loss(logits, targets))
 
     def _update(
         self, stage: str, probabilities: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
@@ -147,7 +143,10 @@ class EmotionClassifier(pl.LightningModule):
         self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+        """The mean test loss (the report callback, which runs first, logged the metrics)."""
+        self.log(metric_key("test", "loss"), self.mean_losses["test_loss"].compute())
+        self.mean_losses["test_loss"].reset()
+        self.test_outputs.reset()
 
     def _log_epoch(self, stage: str) -> None:
         """Log the stage's metrics and mean loss (synced across processes by torchmetrics) and reset them.
@@ -160,9 +159,8 @@ class EmotionClassifier(pl.LightningModule):
         mean_loss = self.mean_losses[f"{stage}_loss"].compute()
         self.metrics[f"{stage}_metrics"].reset()
         self.mean_losses[f"{stage}_loss"].reset()
-        self.log(f"{stage}/loss", mean_loss, prog_bar=True)
-        results = named_scalars(computed, self.class_names)
-        self.log_dict({f"{stage}/{name}": value for name, value in results.items()}, sync_dist=False)
+        self.log(metric_key(stage, "loss"), mean_loss, prog_bar=True)
+        self.log_dict(named_scalars(computed, stage, self.class_names), sync_dist=False)
         if stage == "val" and not self.trainer.sanity_checking:
             self._log_confusion_figure(stage, computed["confusion_matrix"].cpu().numpy())
 
@@ -171,7 +169,9 @@ class EmotionClassifier(pl.LightningModule):
             if isinstance(logger, TensorBoardLogger) and self.trainer.is_global_zero:
                 title = f"{stage} confusion matrix, epoch {self.current_epoch}"
                 figure = confusion_matrix_figure(matrix, self.class_names, title)
-                logger.experiment.add_figure(f"{stage}/confusion_matrix", figure, self.current_epoch)
+                logger.experiment.add_figure(
+                    metric_key(stage, "confusion_matrix"), figure, self.current_epoch
+                )
 
     def configure_optimizers(self) -> dict:
         # a frozen backbone (finetune=linear_probe|gradual) joins the optimizer when it is unfrozen

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from emotionvision.rundir import metric_key, paired_key, parse_metric_key
+
 Curves = dict[str, dict[int, float]]  # column -> {epoch: value}
 
 
@@ -42,12 +44,6 @@ def curves_of(rows: list[dict[str, float]]) -> Curves:
     return curves
 
 
-def metric_pair(monitor: str) -> tuple[str, str]:
-    """Training and validation names of the monitored quantity: 'val/acc' -> ('train/acc', 'val/acc')."""
-    quantity = monitor.split("/", 1)[-1]
-    return f"train/{quantity}", f"val/{quantity}"
-
-
 def overfitting_summary(curves: Curves, monitor: str, mode: str, stopped_epoch: int | None) -> dict:
     """Train-vs-validation gaps of the loss and the monitored quantity at the best epoch (best
     `monitor` value, the first one on ties, as ModelCheckpoint keeps it) and the last epoch, and
@@ -70,16 +66,14 @@ def overfitting_summary(curves: Curves, monitor: str, mode: str, stopped_epoch: 
 
 def _gaps(curves: Curves, epoch: int, monitor: str, mode: str) -> dict[str, float | None]:
     gaps: dict[str, float | None] = {}
-    for (train, val), higher_is_better in (
-        (("train/loss", "val/loss"), False),
-        (metric_pair(monitor), mode == "max"),
-    ):
+    for quantity, higher_is_better in ((metric_key("val", "loss"), False), (monitor, mode == "max")):
+        train, val = paired_key(quantity, "train"), paired_key(quantity, "val")
         values = [curves.get(tag, {}).get(epoch) for tag in (train, val)]
         gaps[train] = values[0]
         gaps[val] = values[1]
         if None not in values:
             difference = values[0] - values[1]
-            gaps[f"{val.split('/', 1)[1]}_gap"] = difference if higher_is_better else -difference
+            gaps[f"{parse_metric_key(val).name}_gap"] = difference if higher_is_better else -difference
     return gaps
 
 

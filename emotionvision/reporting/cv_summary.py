@@ -3,7 +3,6 @@ confusion matrix and a figure (from each fold run's metrics.json)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -14,19 +13,20 @@ from torch.utils.tensorboard import SummaryWriter
 
 from emotionvision.reporting.figures import cross_validation_figure, save_png
 from emotionvision.reporting.statistics import wilson_interval
+from emotionvision.reporting.tables import metric_label, write_csv
+from emotionvision.rundir import RunDir, headline_keys, metric_key, parse_metric_key
 
 log = logging.getLogger(__name__)
 
-FOLD_METRICS = ("test/acc", "test/macro_f1", "test/auroc")
+CONFUSION_MATRIX = metric_key("test", "confusion_matrix")
 
 
 def read_folds(fold_dirs: list[Path]) -> list[tuple[Path, dict]]:
-    """(run directory, metrics.json) of each fold that finished testing; the others are logged."""
+    """(run directory, metrics) of each fold that finished testing; the others are logged."""
     finished = []
     for fold_dir in fold_dirs:
-        metrics_path = fold_dir / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        if "test/confusion_matrix" in metrics:
+        metrics = RunDir(fold_dir).read_metrics()
+        if CONFUSION_MATRIX in metrics:
             finished.append((fold_dir, metrics))
         else:
             log.warning("Fold %s has no test metrics (failed, unfinished or test=false): left out.", fold_dir)
@@ -35,24 +35,25 @@ def read_folds(fold_dirs: list[Path]) -> list[tuple[Path, dict]]:
 
 def class_names_of(metrics: dict) -> list[str]:
     """The classes of a run's report, in order (its 'test/support/<class>' entries)."""
-    return [name.removeprefix("test/support/") for name in metrics if name.startswith("test/support/")]
+    keys = [parse_metric_key(key) for key in metrics]
+    return [key.class_name for key in keys if key and key.stage == "test" and key.name == "support"]
 
 
 def cv_summary(folds: list[tuple[Path, dict]]) -> dict:
     """Per-fold values, mean, standard deviation, minimum and maximum of each metric, and the
     confusion matrix pooled over folds with its accuracy and per-class recall."""
-    pooled = np.sum([np.asarray(metrics["test/confusion_matrix"]) for _, metrics in folds], axis=0)
+    pooled = np.sum([np.asarray(metrics[CONFUSION_MATRIX]) for _, metrics in folds], axis=0)
     recall = np.diag(pooled) / np.maximum(pooled.sum(axis=1), 1)
     summary: dict = {
         "folds": len(folds),
         "classes": class_names_of(folds[0][1]),
         "runs": [str(fold_dir) for fold_dir, _ in folds],
-        "test_images": [int(np.sum(metrics["test/confusion_matrix"])) for _, metrics in folds],
+        "test_images": [int(np.sum(metrics[CONFUSION_MATRIX])) for _, metrics in folds],
         "pooled_confusion_matrix": pooled.tolist(),
         "pooled_acc": float(np.trace(pooled) / pooled.sum()),
         "pooled_recall": dict(zip(class_names_of(folds[0][1]), recall.tolist(), strict=True)),
     }
-    for metric in FOLD_METRICS:
+    for metric in headline_keys():
         values = np.array([metrics[metric] for _, metrics in folds], dtype=np.float64)
         summary[metric] = {
             "values": values.tolist(),
@@ -72,10 +73,10 @@ def cv_markdown(summary: dict) -> str:
         "| metric | mean ± std over folds | min | max |",
         "| --- | --- | --- | --- |",
     ]
-    for metric in FOLD_METRICS:
+    for metric in headline_keys():
         values = summary[metric]
         lines.append(
-            f"| {metric.removeprefix('test/')} | {values['mean']:.3f} ± {values['std']:.3f} "
+            f"| {metric_label(metric)} | {values['mean']:.3f} ± {values['std']:.3f} "
             f"| {values['min']:.3f} | {values['max']:.3f} |"
         )
     total = sum(summary["test_images"])
@@ -106,13 +107,13 @@ def write_cv_summary(output_dir: Path, fold_dirs: list[Path]) -> str:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "cv_summary.md").write_text(report)
     (output_dir / "cv_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with (output_dir / "cv_folds.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["run", "test_images", *FOLD_METRICS])
-        for index, run in enumerate(summary["runs"]):
-            values = [summary[metric]["values"][index] for metric in FOLD_METRICS]
-            writer.writerow([run, summary["test_images"][index], *values])
-    values = {metric.removeprefix("test/"): summary[metric]["values"] for metric in FOLD_METRICS}
+    rows = [
+        {"run": run, "test_images": summary["test_images"][index]}
+        | {metric: summary[metric]["values"][index] for metric in headline_keys()}
+        for index, run in enumerate(summary["runs"])
+    ]
+    write_csv(output_dir / "cv_folds.csv", rows)
+    values = {metric_label(metric): summary[metric]["values"] for metric in headline_keys()}
     figure = cross_validation_figure(
         values, np.asarray(summary["pooled_confusion_matrix"]), summary["classes"], output_dir.name
     )
@@ -124,8 +125,8 @@ def write_cv_summary(output_dir: Path, fold_dirs: list[Path]) -> str:
 def log_to_tensorboard(log_dir: Path, summary: dict, report: str, figure: Figure) -> None:
     """Each metric per fold (step = fold), the summary figure and the markdown table."""
     with SummaryWriter(log_dir) as writer:
-        for metric in FOLD_METRICS:
+        for metric in headline_keys():
             for fold, value in enumerate(summary[metric]["values"]):
-                writer.add_scalar(f"cross_validation/{metric.removeprefix('test/')}", value, fold)
-        writer.add_figure("cross_validation/summary", figure, close=False)
+                writer.add_scalar(f"cross_validation/{metric_label(metric)}", value, fold)
+        writer.add_figure("cross_validation/summary", figure)
         writer.add_text("cross_validation/summary", report)

@@ -1,33 +1,31 @@
-"""Matplotlib figures (headless)."""
+"""Matplotlib figures, built as `Figure` objects (no pyplot: no global figure registry or backend)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from emotionvision.rundir import metric_key
 
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: str) -> Figure:
     """Counts annotated on a row-normalised colour scale; true classes on rows."""
     size = 1.0 + 0.8 * len(class_names)
-    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    figure = Figure(figsize=(size + 1.5, size), layout="tight")
+    axes = figure.subplots()
     _draw_confusion_matrix(figure, axes, np.asarray(matrix), class_names, as_share=False)
     axes.set_title(title)
-    figure.tight_layout()
     return figure
 
 
 def confusion_matrix_pair_figure(matrix: np.ndarray, class_names: list[str], title: str) -> Figure:
     """Two panels: counts, and shares of each true class (rows sum to 1)."""
     size = 1.0 + 0.8 * len(class_names)
-    figure, (counts_axes, share_axes) = plt.subplots(
-        1, 2, figsize=(2 * size + 3, size + 1), layout="constrained"
-    )
+    figure = Figure(figsize=(2 * size + 3, size + 1), layout="constrained")
+    counts_axes, share_axes = figure.subplots(1, 2)
     _draw_confusion_matrix(figure, counts_axes, np.asarray(matrix), class_names, as_share=False)
     _draw_confusion_matrix(figure, share_axes, np.asarray(matrix), class_names, as_share=True)
     counts_axes.set_title("counts")
@@ -42,9 +40,8 @@ def cross_validation_figure(
     """Left: each metric's value per fold (points) and mean ± std (bar); right: the pooled confusion
     matrix as shares of each true class."""
     size = 1.0 + 0.8 * len(class_names)
-    figure, (metric_axes, matrix_axes) = plt.subplots(
-        1, 2, figsize=(size + 7, size + 1), layout="constrained", width_ratios=[2, 3]
-    )
+    figure = Figure(figsize=(size + 7, size + 1), layout="constrained")
+    metric_axes, matrix_axes = figure.subplots(1, 2, width_ratios=[2, 3])
     for position, fold_values in enumerate(values.values()):
         metric_axes.errorbar(
             position,
@@ -67,7 +64,7 @@ def cross_validation_figure(
 
 
 def _draw_confusion_matrix(
-    figure: Figure, axes: plt.Axes, matrix: np.ndarray, class_names: list[str], as_share: bool
+    figure: Figure, axes: Axes, matrix: np.ndarray, class_names: list[str], as_share: bool
 ) -> None:
     """The matrix coloured by row share, each cell annotated with its count or its row share."""
     row_share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -92,7 +89,8 @@ def roc_figure(
     title: str,
 ) -> Figure:
     """One one-vs-rest ROC curve per class, its AUC in the legend."""
-    figure, axes = plt.subplots(figsize=(6.5, 6), layout="constrained")
+    figure = Figure(figsize=(6.5, 6), layout="constrained")
+    axes = figure.subplots()
     for fpr, tpr, auc, name in zip(false_positive_rates, true_positive_rates, aucs, class_names, strict=True):
         axes.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
@@ -116,9 +114,8 @@ def reliability_figure(
     centres = (edges[:-1] + edges[1:]) / 2
     widths = np.full(num_bins, 1 / num_bins)
     used = bin_share > 0
-    figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(6, 7), sharex=True, height_ratios=[3, 1], layout="constrained"
-    )
+    figure = Figure(figsize=(6, 7), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.bar(centres, bin_accuracy, width=widths, edgecolor="black", label="accuracy in bin")
     top.scatter(
         bin_confidence[used], bin_accuracy[used], color="black", s=14, zorder=3, label="mean confidence"
@@ -140,12 +137,11 @@ def learning_curves_figure(
 ) -> Figure:
     """Training vs validation curves per epoch of each quantity (e.g. 'loss', 'macro_f1'; `curves`
     keyed by logged name, e.g. 'train/loss', mapping epoch -> value), the best epoch marked."""
-    figure, panels = plt.subplots(
-        1, len(quantities), figsize=(5.5 * len(quantities), 4.5), layout="constrained", squeeze=False
-    )
+    figure = Figure(figsize=(5.5 * len(quantities), 4.5), layout="constrained")
+    panels = figure.subplots(1, len(quantities), squeeze=False)
     for axes, quantity in zip(panels[0], quantities, strict=True):
         for stage in ("train", "val"):
-            points = curves.get(f"{stage}/{quantity}", {})
+            points = curves.get(metric_key(stage, quantity), {})
             axes.plot(list(points), list(points.values()), marker="o", label=stage)
         axes.axvline(best_epoch, linestyle="--", color="grey", label=f"best epoch ({best_epoch})")
         axes.set_xlabel("epoch")
@@ -160,9 +156,8 @@ def learning_curves_figure(
 def image_grid_figure(images: list[np.ndarray], captions: list[str], title: str, columns: int = 4) -> Figure:
     """Images (H x W x 3 uint8) in a grid, each with its caption above it."""
     rows = max(1, -(-len(images) // columns))
-    figure, axes_grid = plt.subplots(
-        rows, columns, figsize=(2.6 * columns, 3 * rows + 0.5), squeeze=False, layout="constrained"
-    )
+    figure = Figure(figsize=(2.6 * columns, 3 * rows + 0.5), layout="constrained")
+    axes_grid = figure.subplots(rows, columns, squeeze=False)
     for axes in axes_grid.flat:
         axes.axis("off")
     for axes, image, caption in zip(axes_grid.flat, images, captions, strict=False):
@@ -175,9 +170,8 @@ def image_grid_figure(images: list[np.ndarray], captions: list[str], title: str,
 
 
 def save_png(figure: Figure, path: Path) -> None:
-    """Write the figure as a PNG file and release it."""
+    """Write the figure as a PNG file at the reports' resolution."""
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def face_sheet(paths: list[str], images: list, detector: str, shown: int = 12) -> Figure:

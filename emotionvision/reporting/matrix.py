@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from matplotlib import pyplot as plt
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from emotionvision.reporting.comparison import write_csv
 from emotionvision.reporting.figures import save_png
+from emotionvision.reporting.tables import table_line, write_csv
+from emotionvision.rundir import RunDir
 
 METRICS = {"acc": "Accuracy", "macro_f1": "Macro-F1"}
 
@@ -60,18 +61,18 @@ def crosseval_markdown(cells: list[CrossCell], trains: list[str], tests: list[st
     seen = {(cell.train, cell.test) for cell in cells if cell.seen}
     for metric, title in METRICS.items():
         matrix = metric_matrix(cells, trains, tests, metric)
-        lines += ["", f"## {title}", "", _table_line(["train \\ test", *tests])]
-        lines.append(_table_line(["---"] * (len(tests) + 1)))
+        lines += ["", f"## {title}", "", table_line(["train \\ test", *tests])]
+        lines.append(table_line(["---"] * (len(tests) + 1)))
         for row, train in enumerate(trains):
             values = [_value(matrix[row, col], (train, test) in seen) for col, test in enumerate(tests)]
-            lines.append(_table_line([train, *values]))
+            lines.append(table_line([train, *values]))
     lines += ["", "## Cells", ""]
     header = ["train", "test", "images", "shared classes", "skipped classes (images)", "report"]
-    lines += [_table_line(header), _table_line(["---"] * len(header))]
+    lines += [table_line(header), table_line(["---"] * len(header))]
     for cell in cells:
         skipped = ", ".join(f"{name} ({count})" for name, count in cell.skipped_classes.items())
         shared = ", ".join(cell.shared_classes) or cell.note
-        lines.append(_table_line([cell.train, cell.test, str(cell.num_images), shared, skipped, cell.report]))
+        lines.append(table_line([cell.train, cell.test, str(cell.num_images), shared, skipped, cell.report]))
     lines += _seen_notes(cells)
     return "\n".join(lines) + "\n"
 
@@ -89,7 +90,7 @@ def _seen_notes(cells: list[CrossCell]) -> list[str]:
     return [
         "",
         "\\* Not a held-out result: test the run's own split instead, as a tree "
-        "{split_file: RUN/split.csv, split: test}.",
+        f"{{split_file: {RunDir('RUN').split}, split: test}}.",
         "",
         *notes,
     ]
@@ -99,21 +100,16 @@ def _value(value: float, seen: bool) -> str:
     return "n/a" if np.isnan(value) else f"{value:.3f}" + (" \\*" if seen else "")
 
 
-def _table_line(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
 def crosseval_figure(cells: list[CrossCell], trains: list[str], tests: list[str]) -> Figure:
     """A heat-map per metric: rows the training set, columns the test set, each cell annotated with
     its value (* where the test images include training images) and image count; grey: no shared
     class."""
     width = 2.5 + 1.1 * len(tests)
-    figure, panels = plt.subplots(
-        1, len(METRICS), figsize=(width * len(METRICS), 1.8 + 0.8 * len(trains)), layout="constrained"
-    )
+    figure = Figure(figsize=(width * len(METRICS), 1.8 + 0.8 * len(trains)), layout="constrained")
+    panels = figure.subplots(1, len(METRICS))
     images = metric_matrix(cells, trains, tests, "num_images")
     seen = metric_matrix(cells, trains, tests, "seen") > 0
-    colours = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+    colours = colormaps["viridis"].with_extremes(bad="lightgrey")
     for axes, (metric, title) in zip(panels, METRICS.items(), strict=True):
         matrix = metric_matrix(cells, trains, tests, metric)
         shown = axes.imshow(np.ma.masked_invalid(matrix), cmap=colours, vmin=0, vmax=1)

@@ -5,7 +5,6 @@ files out."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -15,9 +14,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
+from sklearn.metrics import classification_report
 from torch.utils.tensorboard import SummaryWriter
 
-from emotionvision.reporting.curves import curves_of, metric_pair, overfitting_summary, overfitting_text
+from emotionvision.reporting.curves import curves_of, overfitting_summary, overfitting_text
 from emotionvision.reporting.figures import (
     confusion_matrix_pair_figure,
     image_grid_figure,
@@ -27,6 +27,7 @@ from emotionvision.reporting.figures import (
     save_png,
 )
 from emotionvision.reporting.scores import calibration_bins, confusion_matrix, report_results, roc_curves
+from emotionvision.rundir import RunDir, metric_key, parse_metric_key
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ def write_report(
     results = report_results(probabilities, targets, class_names)
     matrix = confusion_matrix(probabilities, targets)
     report = {"split": split, "num_images": len(paths)}
-    report |= {f"{split}/{name}": value for name, value in results.items()}
-    report[f"{split}/confusion_matrix"] = matrix.tolist()
+    report |= {metric_key(split, name): value for name, value in results.items()}
+    report[metric_key(split, "confusion_matrix")] = matrix.tolist()
     for name, pattern in (subsets or {}).items():
         members = [i for i, path in enumerate(paths) if re.search(pattern, Path(path).name)]
         if members:
@@ -73,8 +74,9 @@ def write_report(
         ),
         "errors": _mistakes_figure(paths, targets, probabilities, image_of, class_names, split),
     }
-    (output_dir / "classification_report.txt").write_text(classification_report_text(results, class_names))
-    _write_predictions(output_dir / "predictions.csv", paths, targets, probabilities, class_names)
+    text = classification_report_text(probabilities, targets, class_names, results)
+    (output_dir / "classification_report.txt").write_text(text)
+    _write_predictions(RunDir(output_dir).predictions, paths, targets, probabilities, class_names)
     save_figures(figures, output_dir, f"report/{split}")
     log.info(
         "%s: acc %.4f, macro-F1 %.4f, ROC-AUC %.4f on %d images; report in %s",
@@ -113,39 +115,42 @@ def write_training_section(
         return None
     summary = overfitting_summary(curves, monitor, mode, stopped_epoch)
     (output_dir / "overfitting.txt").write_text(overfitting_text(summary))
-    quantities = list(dict.fromkeys(["loss", metric_pair(monitor)[1].split("/", 1)[1]]))
+    quantities = list(dict.fromkeys(["loss", parse_metric_key(monitor).name]))
     figure = learning_curves_figure(curves, quantities, summary["best_epoch"], title)
     save_figures({"learning_curves": figure}, output_dir, "report")
     return summary
 
 
-def classification_report_text(results: dict[str, float], class_names: list[str]) -> str:
-    """The familiar per-class precision / recall / F1 / support table, then the averages."""
-    width = max(len("weighted avg"), *(len(name) for name in class_names))
-    header = f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}"
-    total = sum(results[f"support/{name}"] for name in class_names)
-    rows = [header, ""]
-    for name in class_names:
-        scores = (results[f"precision/{name}"], results[f"recall/{name}"], results[f"f1/{name}"])
-        rows.append(_row(name, width, *scores, results[f"support/{name}"]))
-    macro = (results["macro_precision"], results["balanced_acc"], results["macro_f1"])
-    weighted = (results["weighted_precision"], results["weighted_recall"], results["weighted_f1"])
-    rows += [
-        "",
-        f"{'accuracy':>{width}} {'':>9} {'':>9} {results['acc']:>9.3f} {total:>9}",
-        _row("macro avg", width, *macro, total),
-        _row("weighted avg", width, *weighted, total),
-        "",
+def classification_report_text(
+    probabilities: torch.Tensor, targets: torch.Tensor, class_names: list[str], results: dict[str, float]
+) -> str:
+    """scikit-learn's classification report, then the summary metrics (`results` of `report_results`).
+
+    The table's rows are the classes with images and its averages run over them, as the macro metrics
+    do. Where some classes have no images, a 'micro avg' row may stand where 'accuracy' would, and the
+    accuracy (predictions of those classes count as mistakes) heads the summary."""
+    present = targets.unique().tolist()
+    table = classification_report(
+        targets.numpy(),
+        probabilities.argmax(dim=1).numpy(),
+        labels=present,
+        target_names=[class_names[index] for index in present],
+        digits=3,
+        zero_division=0,
+    )
+    absent = ", ".join(name for index, name in enumerate(class_names) if index not in present)
+    lines = (
+        [f"accuracy {results['acc']:.4f} (no images of {absent}; predicting them is a mistake)"]
+        if absent
+        else []
+    )
+    lines += [
         f"balanced accuracy {results['balanced_acc']:.4f}",
         f"macro ROC-AUC (one-vs-rest) {results['auroc']:.4f}",
         f"log-loss {results['log_loss']:.4f}",
         f"expected calibration error {results['ece']:.4f}",
     ]
-    return "\n".join(rows) + "\n"
-
-
-def _row(name: str, width: int, precision: float, recall: float, f1: float, support: int) -> str:
-    return f"{name:>{width}} {precision:>9.3f} {recall:>9.3f} {f1:>9.3f} {support:>9}"
+    return table + "\n" + "\n".join(lines) + "\n"
 
 
 def _write_predictions(
@@ -193,10 +198,3 @@ def save_figures(figures: dict[str, Figure], output_dir: Path, tag_prefix: str) 
             with Image.open(path) as image:
                 writer.add_image(f"{tag_prefix}/{name}", np.asarray(image.convert("RGB")), dataformats="HWC")
     log.info("Figures written: %s", ", ".join(f"{name}.png" for name in figures))
-
-
-def merge_json(path: Path, values: dict) -> dict:
-    """Update the JSON object in `path` (created if missing) with `values`; returns the result."""
-    merged = (json.loads(path.read_text()) if path.is_file() else {}) | values
-    path.write_text(json.dumps(merged, indent=2))
-    return merged

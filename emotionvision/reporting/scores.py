@@ -1,4 +1,5 @@
-"""Metrics of class probabilities (torchmetrics' public functional API); tensors in, numbers out."""
+"""Metrics of class probabilities (torchmetrics' public functional API, scikit-learn's log-loss); tensors
+in, numbers out."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
+from sklearn.metrics import log_loss
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_auroc,
@@ -24,7 +25,8 @@ CALIBRATION_BINS = 15
 
 def report_results(probabilities: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro-F1, macro ROC-AUC, log-loss, ECE, the macro and weighted
-    averages, and per class 'precision/', 'recall/', 'f1/', 'support/', 'auroc/<class>'.
+    averages, and per class 'precision/', 'recall/', 'f1/', 'support/', 'auroc/<class>' (metric keys
+    without their stage).
 
     Macro averages run over the classes with images (support > 0), as when data hold only some of
     the model's classes: a class without images has no recall, F1 or ROC-AUC (NaN), while
@@ -55,7 +57,7 @@ def report_results(probabilities: torch.Tensor, targets: torch.Tensor, class_nam
         "ece": multiclass_calibration_error(probabilities, targets, k, n_bins=CALIBRATION_BINS, norm="l1"),
     }
     results = {name: float(value) for name, value in results.items()}
-    results["log_loss"] = log_loss(probabilities, targets)
+    results["log_loss"] = float(log_loss(targets.numpy(), probabilities.numpy(), labels=range(k)))
     for index, class_name in enumerate(class_names):
         for name, values in per_class.items():
             results[f"{name}/{class_name}"] = float(values[index])
@@ -87,12 +89,6 @@ def roc_curves(probabilities: torch.Tensor, targets: torch.Tensor) -> tuple[list
     with _one_vs_rest_quiet():
         fpr, tpr, _ = multiclass_roc(probabilities, targets, probabilities.shape[1])
     return [values.numpy() for values in fpr], [values.numpy() for values in tpr]
-
-
-def log_loss(probabilities: torch.Tensor, targets: torch.Tensor) -> float:
-    """Mean negative log-probability of the true class (probabilities clipped to [eps, 1 - eps])."""
-    eps = torch.finfo(probabilities.dtype).eps
-    return float(F.nll_loss(probabilities.clamp(eps, 1 - eps).log(), targets))
 
 
 def calibration_bins(

@@ -1,0 +1,223 @@
+"""The finished runs of sweeps: loaded from their run directories, labelled with their variant (the
+overrides that differ between runs) and paired by seed (and by fold, for cross-validations)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from emotionvision.reporting.statistics import PairedDifference, paired_difference
+from emotionvision.rundir import RunDir, headline_keys, metric_key, parse_metric_key
+
+log = logging.getLogger(__name__)
+
+PAIRING_KEY = "seed"
+FOLD_KEY = "data.fold"
+NOT_SWEPT = "(default)"
+
+
+@dataclass
+class Run:
+    """One finished run of a sweep: its overrides, seed, cross-validation fold (or None), test metrics
+    and split digest."""
+
+    path: Path
+    overrides: dict[str, object]
+    seed: int
+    fold: int | None
+    metrics: dict[str, float]
+    test_images: int
+    train_images: int | None
+    split_digest: str | None
+    variant: str = ""
+
+    @property
+    def pair(self) -> tuple[int, int | None]:
+        """What a run is paired on across variants: its seed and fold."""
+        return self.seed, self.fold
+
+    @property
+    def pair_name(self) -> str:
+        return f"seed {self.seed}" + ("" if self.fold is None else f", fold {self.fold}")
+
+
+def load_runs(multirun_dirs: list[Path]) -> list[Run]:
+    """Every run under the sweep directories with metrics, in job order; runs without them are
+    skipped."""
+    for multirun_dir in multirun_dirs:
+        if not multirun_dir.is_dir():
+            raise FileNotFoundError(f"{multirun_dir} is not a directory: pass multirun (sweep) directories.")
+    runs = []
+    for run_dir in (run_dir for multirun_dir in multirun_dirs for run_dir in _run_dirs(multirun_dir)):
+        if run_dir.metrics.is_file():
+            runs.append(_load_run(run_dir))
+        else:
+            log.warning("Skipping %s: no %s (failed or still running).", run_dir.path, run_dir.metrics.name)
+    if not runs:
+        raise FileNotFoundError(
+            f"No finished runs under {', '.join(map(str, multirun_dirs))} (looked for run directories "
+            "with Hydra's overrides and their metrics). Pass the directory a `emotionvision-train -m ...` "
+            "sweep wrote."
+        )
+    return runs
+
+
+def _run_dirs(multirun_dir: Path) -> list[RunDir]:
+    """The run directories under `multirun_dir` (those with Hydra's overrides), in job order."""
+    found = (RunDir(directory) for directory, _, _ in os.walk(multirun_dir))
+    return sorted((run_dir for run_dir in found if run_dir.overrides.is_file()), key=_job_order)
+
+
+def _job_order(run_dir: RunDir) -> list[tuple[int, str]]:
+    """Sort key: numeric path parts as numbers, so job 10 comes after job 9."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in run_dir.path.parts]
+
+
+def _load_run(run_dir: RunDir) -> Run:
+    lines = OmegaConf.to_container(OmegaConf.load(run_dir.overrides))
+    overrides = {
+        override.get_key_element(): _scalar(override.value())
+        for override in OverridesParser.create().parse_overrides(lines)
+    }
+    config = run_dir.read_config()
+    metrics = run_dir.read_metrics()
+    if metric_key("test", "acc") not in metrics:
+        raise ValueError(f"{run_dir.metrics} has no test metrics: the sweep ran with test=false.")
+    split = run_dir.split
+    return Run(
+        path=run_dir.path,
+        overrides=overrides,
+        seed=int(config[PAIRING_KEY]),
+        fold=OmegaConf.select(config, FOLD_KEY),
+        metrics={name: value for name, value in metrics.items() if isinstance(value, float | int)},
+        test_images=int(np.sum(metrics[metric_key("test", "confusion_matrix")])),
+        train_images=train_count(split) if split.is_file() else None,
+        split_digest=split_digest(split) if split.is_file() else None,
+    )
+
+
+def split_digest(manifest: Path) -> str:
+    """SHA-1 of the manifest's image, label and split columns (other columns, e.g. face boxes, aside)."""
+    with manifest.open(newline="") as handle:
+        rows = [(row["path"], row["label"], row["split"]) for row in csv.DictReader(handle)]
+    return hashlib.sha1(repr(rows).encode()).hexdigest()
+
+
+def train_count(manifest: Path) -> int:
+    """The training images of a split manifest."""
+    with manifest.open(newline="") as handle:
+        return sum(row["split"] == "train" for row in csv.DictReader(handle))
+
+
+def _scalar(value: object) -> object:
+    """Override values as TensorBoard hparams take them: numbers, strings and booleans."""
+    return value if isinstance(value, int | float | str | bool) else str(value)
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Override keys whose values differ between runs (what tells variants apart), the pairing keys
+    (seed, fold) left out."""
+    keys = dict.fromkeys(key for run in runs for key in run.overrides)
+    return [
+        key
+        for key in keys
+        if key not in (PAIRING_KEY, FOLD_KEY)
+        and len({str(run.overrides.get(key, NOT_SWEPT)) for run in runs}) > 1
+    ]
+
+
+def assign_variants(runs: list[Run], keys: list[str]) -> list[str]:
+    """Label each run with its values of the swept keys; the variant names in order of first run."""
+    for run in runs:
+        run.variant = ", ".join(f"{key}={run.overrides.get(key, NOT_SWEPT)}" for key in keys) or "all runs"
+    seen = {}
+    for run in runs:
+        if (run.variant, run.pair) in seen:
+            raise ValueError(
+                f"Runs {seen[run.variant, run.pair]} and {run.path} are the same variant ({run.variant}) "
+                f"with the same {run.pair_name}: give each run of a variant its own seed."
+            )
+        seen[run.variant, run.pair] = run.path
+    return list(dict.fromkeys(run.variant for run in runs))
+
+
+def metric_names(runs: list[Run]) -> list[str]:
+    """The headline metrics, then the per-class recalls, as found in the runs."""
+    recalls = sorted({name for run in runs for name in run.metrics if _is_test_recall(name)})
+    return [*headline_keys(), *recalls]
+
+
+def _is_test_recall(key: str) -> bool:
+    parsed = parse_metric_key(key)
+    return (
+        parsed is not None and parsed.stage == "test" and parsed.name == "recall" and bool(parsed.class_name)
+    )
+
+
+def values_by_pair(runs: list[Run], variant: str, metric: str) -> dict[tuple[int, int | None], float]:
+    """{(seed, fold): value} of one metric for the runs of one variant."""
+    return {run.pair: run.metrics[metric] for run in runs if run.variant == variant and metric in run.metrics}
+
+
+def test_train_ratio(runs: list[Run]) -> float | None:
+    """Mean test over training images of cross-validation runs (None without folds, or without the
+    training counts), for the corrected resampled t-test."""
+    ratios = [run.test_images / run.train_images for run in runs if run.fold is not None and run.train_images]
+    return float(np.mean(ratios)) if ratios else None
+
+
+def pair_unit(runs: list[Run]) -> str:
+    """What the runs are paired on, in words."""
+    seeds, folds = len({run.seed for run in runs}), {run.fold for run in runs} - {None}
+    if not folds:
+        return "seeds"
+    return "folds" if seeds == 1 else "seed-folds"
+
+
+def summary_rows(runs: list[Run], variants: list[str], metrics: list[str]) -> list[dict[str, object]]:
+    """Per variant: number of runs, and mean and standard deviation (over seeds and folds) of each
+    metric."""
+    rows = []
+    for variant in variants:
+        row: dict[str, object] = {"variant": variant, "runs": sum(run.variant == variant for run in runs)}
+        for metric in metrics:
+            values = np.array(list(values_by_pair(runs, variant, metric).values()))
+            row[f"{metric} mean"] = float(values.mean())
+            row[f"{metric} std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def paired_differences(
+    runs: list[Run], variants: list[str], confidence: float = 0.95
+) -> list[PairedDifference]:
+    """Each variant against the first (the reference), on the headline metrics over shared seeds and
+    folds."""
+    reference = variants[0]
+    results = []
+    for treatment in variants[1:]:
+        for metric in headline_keys():
+            reference_values = values_by_pair(runs, reference, metric)
+            treatment_values = values_by_pair(runs, treatment, metric)
+            pairs = sorted(reference_values.keys() & treatment_values.keys(), key=str)
+            results.append(
+                paired_difference(
+                    metric,
+                    reference,
+                    treatment,
+                    np.array([reference_values[pair] for pair in pairs]),
+                    np.array([treatment_values[pair] for pair in pairs]),
+                    confidence,
+                    unit=pair_unit(runs),
+                    test_train_ratio=test_train_ratio(runs),
+                )
+            )
+    return results
