@@ -61,6 +61,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if isinstance(logger, TensorBoardLogger):
             final = {name: value for name, value in metrics.items() if value is not None}
             logger.log_hyperparams(params, metrics=final, step=trainer.global_step)
+            logger.finalize("success")  # flushes the writer the test reopened
     return metrics
 
 
