@@ -1,7 +1,8 @@
-"""Evaluating a checkpoint: the report of its test on a split of the run that made it (its split.csv)
-or on any data set (`data.root=`: a class-per-folder tree or a manifest CSV), on the classes it shares
-with the data. Used by the `emotionvision-eval` and `emotionvision-crosseval` entry points; the images
-come through the data sources and the decode cache training uses."""
+"""Evaluating a checkpoint (or an ensemble of checkpoints, emotionvision/models/ensemble.py): the report
+of its test on a split of the run that made it (its split.csv) or on any data set (`data.root=`: a
+class-per-folder tree or a manifest CSV), on the classes it shares with the data. Used by the
+`emotionvision-eval` and `emotionvision-crosseval` entry points; the images come through the data
+sources and the decode cache training uses."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from emotionvision.data.images import SkipReport
 from emotionvision.data.manifest import SPLITS, read_manifest
 from emotionvision.data.sources import DataSource, FolderSource, ManifestSource, Sample
 from emotionvision.errors import UsageError
-from emotionvision.models.classifier import EmotionClassifier, load_classifier
+from emotionvision.models.classifier import EmotionClassifier
+from emotionvision.models.ensemble import Ensemble, checkpoint_paths, load_checkpoints, member_runs
+from emotionvision.models.tta import check_tta
+from emotionvision.reporting.sweep_runs import split_digest
 from emotionvision.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -31,11 +35,15 @@ class NoSharedClassError(UsageError):
 
 def evaluate(cfg: DictConfig) -> dict:
     """Test `cfg.ckpt_path` with `trainer.test` on the chosen images of the classes it shares with the
-    data (`data.class_map` renames the data's classes, `data.classes` picks some); the report callback
-    writes the report into `cfg.output_dir`. Returns what metrics.json holds."""
-    ckpt_path = Path(cfg.ckpt_path)
-    model = load_classifier(ckpt_path)
-    run = RunDir(cfg.run_dir or ckpt_path.resolve().parent.parent)
+    data (`data.class_map` renames the data's classes, `data.classes` picks some), with the test-time
+    augmentation `cfg.tta`; the report callback writes the report into `cfg.output_dir`. Several
+    checkpoints (a list, or a sweep's folder) are tested as one ensemble. Returns what metrics.json
+    holds, with the checkpoints evaluated."""
+    paths = checkpoint_paths(cfg.ckpt_path)
+    model = load_checkpoints(paths)
+    model.tta = check_tta(cfg.tta)
+    runs = member_runs(paths)
+    run = RunDir(cfg.run_dir) if cfg.run_dir else runs[0]
     output = RunDir(cfg.output_dir)
     source, split, where = evaluation_source(cfg, run)
     skipped = SkipReport()
@@ -44,14 +52,21 @@ def evaluate(cfg: DictConfig) -> dict:
         dataset = decoded_samples(cfg, model, samples, skipped, where)
     finally:
         skipped.write_csv(output.skipped)
-    coverage["seen_in_training"] = seen_in_training(dataset.paths, run, own_split=not cfg.data.root)
+    ensemble = len(paths) > 1
+    learnt_from = runs if ensemble else [run]
+    # an ensemble's members may have learnt from each other's held-out images (folds): always warned
+    own_split = not cfg.data.root and not ensemble
+    coverage["seen_in_training"] = seen_in_training(dataset.paths, learnt_from, own_split)
+    if not cfg.data.root:  # a split manifest: compare tells runs evaluated on the same split by it
+        coverage["split_digest"] = split_digest(source.root)
     loader = make_loader(dataset, cfg.data.batch_size, cfg.data.num_workers)
-    monitor = run_monitor(run)
+    # the learning curves and overfitting diagnostics of one training run: none for an ensemble
+    monitor = run_monitor(run) if not ensemble else OmegaConf.create({"metric": None, "mode": "max"})
     report = ReportCallback(output.path, monitor.metric, monitor.mode, run_dir=run.path, split=split)
     trainer = instantiate(cfg.trainer, callbacks=[report])
     # verbose=False: the report logs its metrics (Lightning's table would average over absent classes)
     trainer.test(model, dataloaders=loader, verbose=False)
-    return output.merge_metrics(coverage)
+    return output.merge_metrics(coverage | {"checkpoints": [str(path) for path in paths]})
 
 
 def evaluation_source(cfg: DictConfig, run: RunDir) -> tuple[DataSource, str, str]:
@@ -96,7 +111,11 @@ def evaluation_samples(
 
 
 def decoded_samples(
-    cfg: DictConfig, model: EmotionClassifier, samples: list[Sample], skipped: SkipReport, where: str
+    cfg: DictConfig,
+    model: EmotionClassifier | Ensemble,
+    samples: list[Sample],
+    skipped: SkipReport,
+    where: str,
 ) -> ImageTensorDataset:
     """The dataset of `samples` as the checkpoint's preprocessing decodes them (input size, face crop),
     through the decode cache of `data.cache_dir`."""
@@ -108,18 +127,22 @@ def decoded_samples(
     )
 
 
-def seen_in_training(paths: list[Path], run: RunDir, own_split: bool) -> int:
-    """How many of `paths` the training run learnt from (its split.csv's train and val images); a
+def seen_in_training(paths: list[Path], runs: list[RunDir], own_split: bool) -> int:
+    """How many of `paths` the training runs learnt from (their split.csv's train and val images); a
     warning says so unless `own_split` (the images come from a split manifest, chosen knowingly)."""
-    if not run.split.is_file():
-        return 0
-    learnt = {Path(row["path"]).resolve() for row in read_manifest(run.split) if row["split"] != "test"}
+    learnt = {
+        Path(row["path"]).resolve()
+        for run in runs
+        if run.split.is_file()
+        for row in read_manifest(run.split)
+        if row["split"] != "test"
+    }
     seen = sum(path.resolve() in learnt for path in paths)
     if seen and not own_split:
         log.warning(
             "%d of the %d images were in the training or validation split of %s: not a held-out "
             "result (data.split_file=%s data.split=test evaluates its test split)",
-            seen, len(paths), run.path, run.split,
+            seen, len(paths), ", ".join(str(run.path) for run in runs), runs[0].split,
         )  # fmt: skip
     return seen
 

@@ -1,4 +1,5 @@
-"""Inference with a trained checkpoint or exported ONNX file: `Predictor` and the predictions file.
+"""Inference with a trained checkpoint, an ensemble of checkpoints or an exported ONNX file:
+`Predictor` and the predictions file.
 
 From Python: `Predictor("run/checkpoints/best-epoch007.ckpt").predict(["photo.jpg", "folder/"], top_k=3)`.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,9 @@ from emotionvision.data.images import (
     skip_reason,
 )
 from emotionvision.errors import UsageError
-from emotionvision.models.classifier import EmotionClassifier, load_classifier
+from emotionvision.models.classifier import EmotionClassifier
+from emotionvision.models.ensemble import Ensemble, checkpoint_paths, load_checkpoints
+from emotionvision.models.tta import check_tta
 
 if TYPE_CHECKING:
     from emotionvision.models.onnx import OnnxClassifier
@@ -40,14 +43,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_model(path: str | Path) -> EmotionClassifier | OnnxClassifier:
-    """The classifier of a .ckpt checkpoint, or an onnxruntime session of an exported .onnx file
-    (`emotionvision-export`; class names and preprocessing come from its metadata)."""
-    if str(path).endswith(".onnx"):
+def load_model(ckpt_path: str | Path | Sequence[str | Path]) -> EmotionClassifier | Ensemble | OnnxClassifier:
+    """The classifier of a .ckpt checkpoint, an onnxruntime session of an exported .onnx file
+    (`emotionvision-export`; class names and preprocessing come from its metadata), or the ensemble of
+    several checkpoints (a list, or a sweep's folder: `checkpoint_paths`)."""
+    paths = checkpoint_paths(ckpt_path)
+    if len(paths) == 1 and paths[0].suffix == ".onnx":
         from emotionvision.models.onnx import OnnxClassifier
 
-        return OnnxClassifier(path)
-    return load_classifier(path)
+        return OnnxClassifier(paths[0])
+    return load_checkpoints(paths)
 
 
 @dataclass
@@ -61,22 +66,24 @@ class Prediction:
 
 
 class Predictor:
-    """A checkpoint's classifier with its own preprocessing (class names, input size, mean/std)."""
+    """A checkpoint's classifier (or an ensemble's, or an ONNX file's) with its own preprocessing
+    (class names, input size, mean/std, face crop) and the test-time augmentation `tta` (none | flip
+    | ten_crop)."""
 
     def __init__(
         self,
-        ckpt_path: str | Path,
+        ckpt_path: str | Path | Sequence[str | Path],
         device: str = "auto",
         batch_size: int = 32,
-        tta: bool = False,
+        tta: str = "none",
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
+        self.tta = check_tta(tta)
         self.model = load_model(ckpt_path).to(resolve_device(device))
         self.class_names: list[str] = self.model.class_names
         self.input_size: int = self.model.hparams.input_size
         self.face_crop = FaceCrop.from_settings(self.model.hparams.get("face_crop"))
         self.batch_size = batch_size
-        self.tta = tta
         self.max_image_pixels = max_image_pixels
 
     def decode(self, path: Path) -> torch.Tensor:

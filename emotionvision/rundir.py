@@ -8,6 +8,7 @@ at the bottom: it imports only the standard library and OmegaConf.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -75,6 +76,12 @@ class RunDir:
         return self.checkpoints / "last.ckpt"
 
     @property
+    def best_checkpoints(self) -> list[Path]:
+        """checkpoints/best-*.ckpt: the best checkpoint by the monitored metric (one, unless the run
+        kept more: callbacks.model_checkpoint.save_top_k)."""
+        return sorted(self.checkpoints.glob("best-*.ckpt"))
+
+    @property
     def hydra_dir(self) -> Path:
         return self.path / ".hydra"
 
@@ -106,6 +113,17 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.metrics.write_text(json.dumps(merged, indent=2))
         return merged
+
+
+def find_run_dirs(folder: Path) -> list[RunDir]:
+    """The run directories under `folder`, itself included (those with Hydra's overrides: the runs of
+    a sweep, or one run), in job order: numeric path parts as numbers, so job 10 comes after job 9."""
+    found = (RunDir(directory) for directory, _, _ in os.walk(folder))
+    return sorted((run_dir for run_dir in found if run_dir.overrides.is_file()), key=_job_order)
+
+
+def _job_order(run_dir: RunDir) -> list[tuple[int, str]]:
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in run_dir.path.parts]
 
 
 class MetricKey(NamedTuple):

@@ -124,3 +124,22 @@ def quick_run_overrides() -> list[str]:
         "++trainer.enable_model_summary=false",
         "logger=csv",
     ]
+
+
+@pytest.fixture(scope="session")
+def seed_sweep(tmp_path_factory: pytest.TempPathFactory, quick_run_overrides: list[str]) -> Path:
+    """`emotionvision-train -m seed=0,1 tta=flip`: two seconds-long runs (jobs 0/ and 1/) on one split
+    of a tiny tree, each tested after fit with flip test-time augmentation; trained once for
+    test_tta.py and test_ensembles.py. Its parent folder is their `paths.root_dir` (decode cache)."""
+    import sys
+
+    from emotionvision.cli import train
+
+    work = tmp_path_factory.mktemp("seed_sweep")
+    tree = make_image_tree(work / "faces", {"anger": 8, "happy": 8, "sad": 8}, size=40)
+    argv = ["emotionvision-train", "-m", "seed=0,1", "tta=flip", "data=folder", f"data.root={tree}"]
+    argv += [*quick_run_overrides, "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(sys, "argv", [*argv, f"paths.root_dir={work}", f"hydra.sweep.dir={work}/sweep"])
+        train.main()
+    return work / "sweep"

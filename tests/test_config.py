@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import OmegaConf, open_dict
 
+from emotionvision.callbacks.averaging import EMAAveraging
 from emotionvision.cli.train import instantiate_run
 from emotionvision.data import EmotionDataModule
 from emotionvision.models import EmotionClassifier
@@ -110,6 +111,13 @@ def test_every_option_composes_and_instantiates(
     if group == "augmentation":
         augmented = datamodule.augmentation(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
         assert augmented.shape == (3, 32, 32) and augmented.dtype == torch.uint8
+    if group == "mixing":  # a batch transform built for the data's classes (tests/test_toolkit.py)
+        assert (datamodule.mixing is None) == (option == "none")
+        if datamodule.mixing is not None:
+            _, rows = datamodule.mixing(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
+            assert rows.shape == (4, len(datamodule.class_names))
+    if group == "averaging":
+        assert any(isinstance(c, EMAAveraging) for c in trainer.callbacks) == (option == "ema")
 
     assert isinstance(model, EmotionClassifier)
     assert model.hparams.backbone == cfg.model.backbone
@@ -198,7 +206,7 @@ def test_paths_follow_emotionvision_root(compose_train, monkeypatch, tmp_path: P
 def test_unknown_model_lists_the_choices(compose_train) -> None:
     with pytest.raises(MissingConfigException, match=r"model/resnet19") as error:
         compose_train(["model=resnet19"])
-    assert "Available options in 'model':\n\tinception_v3\n\tresnet18" in str(error.value)
+    assert "Available options in 'model':\n\tconvnext_tiny\n\tefficientnet_b0" in str(error.value)
 
 
 def schedule(compose_train, option: str, epochs: int = 5) -> tuple[torch.optim.Optimizer, object]:

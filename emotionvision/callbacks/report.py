@@ -18,11 +18,11 @@ class ReportCallback(Callback):
     After fit: metrics.json (epochs trained, best `monitor` value, overfitting diagnostics),
     overfitting.txt and learning_curves.png from the run's history.csv. After test: the evaluation
     report of `split` (metrics, classification report, predictions.csv, figures) from the module's
-    gathered `test_outputs`, merged into metrics.json; its scalar metrics are also logged, so loggers,
-    `trainer.test` and sweepers see the same numbers (they are computed once, here). `run_dir` is the
-    training run (evaluation of a checkpoint writes elsewhere); it defaults to `output_dir`. `subsets`
-    ({name: regular expression on the file name}) adds the accuracy and macro-F1 of parts of the split
-    (FER2013's PublicTest_ and PrivateTest_).
+    gathered `test_outputs`, merged into metrics.json with the module's test-time augmentation `tta`;
+    its scalar metrics are also logged, so loggers, `trainer.test` and sweepers see the same numbers
+    (they are computed once, here). `run_dir` is the training run (evaluation of a checkpoint writes
+    elsewhere); it defaults to `output_dir`. `subsets` ({name: regular expression on the file name})
+    adds the accuracy and macro-F1 of parts of the split (FER2013's PublicTest_ and PrivateTest_).
     """
 
     def __init__(
@@ -74,6 +74,7 @@ class ReportCallback(Callback):
         )
         scalars = {key: value for key, value in report.items() if isinstance(value, float)}
         pl_module.log_dict(scalars, rank_zero_only=True)
+        report["tta"] = pl_module.tta  # the test-time augmentation the probabilities were averaged over
         if self.run != self.output:  # evaluating a checkpoint: the training run's section
             overfitting = self._training_section(self._run_stopped_epoch())
             report |= {"overfitting": overfitting} if overfitting else {}

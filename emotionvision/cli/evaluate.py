@@ -1,5 +1,6 @@
-"""`emotionvision-eval`: the evaluation report of a checkpoint, on a split of the run that made it
-(its split.csv) or on any class-per-folder tree (`data.root=`); see emotionvision/evaluation.py."""
+"""`emotionvision-eval`: the evaluation report of a checkpoint (or of an ensemble: `ckpt_path=[A,B]` or
+a sweep's folder), on a split of the run that made it (its split.csv) or on any class-per-folder tree
+(`data.root=`), with test-time augmentation `tta=`; see emotionvision/evaluation.py."""
 
 from __future__ import annotations
 

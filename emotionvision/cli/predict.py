@@ -39,7 +39,10 @@ def main(cfg: DictConfig) -> None:
     predictions = predictor.predict(inputs, top_k=cfg.top_k)
     write_predictions(predictions, output)
     unreadable = sum(p.error is not None for p in predictions)
-    log.info("Predictions for %d files written to %s (%d unreadable)", len(predictions), output, unreadable)
+    log.info(
+        "Predictions (tta=%s) for %d files written to %s (%d unreadable)",
+        predictor.tta, len(predictions), output, unreadable,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ class ModelConfig:
 
     _target_: str = MISSING
     backbone: str = MISSING
+    stem: str = "standard"
+    name: str | None = None  # the timm architecture of backbone timm (model=timm model.name=...)
     pretrained: bool = False
     weights_path: str | None = None
     aux_weight: float = 0.0
@@ -85,12 +87,14 @@ class TrainConfig:
     resume: str | None = None
     ckpt_path: str | None = None
     test: bool = MISSING
+    tta: str = MISSING  # none | flip | ten_crop (emotionvision.models.tta.check_tta)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     paths: Any = MISSING
     images: Any = MISSING
     model: ModelConfig = MISSING  # model/*.yaml extend schema/model too
     data: Any = MISSING
     augmentation: Any = None
+    mixing: Any = None
     loss: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = None

@@ -17,6 +17,7 @@ from emotionvision.cli.resume import register_resolvers, resume_config
 from emotionvision.cli.schemas import register_schemas
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.errors import check_arguments
+from emotionvision.models.tta import check_tta
 from emotionvision.rundir import RunDir, best_key
 from emotionvision.runtime import set_torch_threads
 
@@ -41,6 +42,8 @@ def instantiate_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightni
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one model as the config says; returns the final logged metrics and the best
     monitored value (`best_key(monitor.metric)`)."""
+    # checked before fit, not after it; the saved config of a run resumed from before tta= has none
+    tta = check_tta(cfg.get("tta", "none"))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_run(cfg)
     if trainer.world_size > 1:
@@ -54,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best_score = None if checkpoint is None else checkpoint.best_model_score
     if cfg.test:
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
+        model.tta = tta
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
     metrics[best_key(cfg.monitor.metric)] = None if best_score is None else float(best_score)

@@ -29,6 +29,7 @@ from emotionvision.rundir import RunDir
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[..., DataSource]
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, targets, dataset indices
 
 
 def default_num_workers() -> int:
@@ -54,7 +55,9 @@ class EmotionDataModule(pl.LightningDataModule):
     duplicates and subjects grouped (data/grouping.py: `near_duplicate_bits`, `group_by`); split by
     class and group (data/splitting.py: `split_ratios`, `split_seed`, or fold `fold` of `folds`);
     decoded once at `image_size` into the cache (data/cache.py) and served with `augmentation` on
-    training batches. `split_file` reuses a split manifest instead of splitting.
+    training images; `mixing` (a factory given the number of classes, data/mixing.py) mixes training
+    batches on their device, their targets becoming rows of class probabilities. `split_file` reuses
+    a split manifest instead of splitting.
 
     Written beside `manifest_path` (a run's split.csv: path, label, split, group): skipped.csv (path,
     reason: hidden, broken links, non-images, unreadable, more than `max_image_pixels` pixels, None:
@@ -79,6 +82,7 @@ class EmotionDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         augmentation: v2.Transform | None = None,
+        mixing: Callable[[int], v2.Transform] | None = None,
         train_label_shuffle_seed: int | None = None,
         face_crop: dict | None = None,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
@@ -98,6 +102,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.augmentation = augmentation
+        self.mixing = mixing(len(self.class_names)) if mixing else None  # mixing=none: an empty node
         self.train_label_shuffle_seed = train_label_shuffle_seed
         self.skipped = SkipReport()
         self.datasets: dict[str, ImageTensorDataset] = {}
@@ -242,6 +247,15 @@ class EmotionDataModule(pl.LightningDataModule):
         counts = torch.bincount(torch.tensor(self.datasets["train"].labels), minlength=len(self.class_names))
         weights = counts.sum() / (len(self.class_names) * counts.clamp(min=1).float())
         return weights / weights.mean()
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Mix training batches (`mixing`), on their device: (mixed images, target rows, indices).
+        Sanity-check, validation, test and prediction batches pass unchanged."""
+        if self.mixing is None or self.trainer is None or not self.trainer.training:
+            return batch
+        images, targets, indices = batch
+        images, targets = self.mixing(images, targets)
+        return images, targets, indices
 
     def _loader(self, split: str) -> DataLoader:
         return make_loader(self.datasets[split], self.batch_size, self.num_workers, train=split == "train")

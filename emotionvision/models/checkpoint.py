@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from emotionvision.errors import UsageError
-from emotionvision.models.backbones import BACKBONES
+from emotionvision.models.backbones import BACKBONES, head_names
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,19 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def transfer_weights(
-    model: nn.Module, backbone: str, class_names: list[str], path: str | Path, class_map: dict | None = None
+    model: nn.Module,
+    backbone: str,
+    stem: str,
+    class_names: list[str],
+    path: str | Path,
+    class_map: dict | None = None,
+    name: str | None = None,
 ) -> None:
     """Load the backbone weights of the EmotionVision checkpoint `path` into `model` (a registered
-    `backbone` with heads for `class_names`). Head rows carry over for the checkpoint's classes
-    that are also ours, after renaming them by `class_map` ({checkpoint class: our class}); the
-    other rows keep their fresh initialisation."""
+    `backbone` with the given `stem` and heads for `class_names`). Head rows carry over for the
+    checkpoint's classes that are also ours, after renaming them by `class_map` ({checkpoint class: our
+    class}); the other rows keep their fresh initialisation. `name` is the timm architecture of backbone
+    "timm"."""
     checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {})
     if "state_dict" not in checkpoint or "class_names" not in hparams:
@@ -54,9 +61,21 @@ def transfer_weights(
             f"model.init_from {path} holds a {hparams.get('backbone')} backbone but this model is a "
             f"{backbone}: set model={hparams.get('backbone')} (or start from a {backbone} checkpoint)."
         )
+    if hparams.get("name") != name:
+        raise UsageError(
+            f"model.init_from {path} holds the timm model {hparams.get('name')} but this model is "
+            f"{name}: set model.name={hparams.get('name')}."
+        )
+    if hparams.get("stem", "standard") != stem:
+        raise UsageError(
+            f"model.init_from {path} has model.stem={hparams.get('stem', 'standard')} but this model "
+            f"has model.stem={stem}: set model.stem={hparams.get('stem', 'standard')}."
+        )
     source = {key[6:]: value for key, value in checkpoint["state_dict"].items() if key.startswith("model.")}
-    heads = BACKBONES[backbone].heads
+    heads = head_names(backbone, model)
     body = {key: value for key, value in source.items() if key.rpartition(".")[0] not in heads}
+    if backbone in BACKBONES and BACKBONES[backbone].adapt_weights is not None:
+        body = BACKBONES[backbone].adapt_weights(model, body)  # e.g. a ViT trained at another image size
     result = model.load_state_dict(body, strict=False)
     unexpected_missing = [key for key in result.missing_keys if key.rpartition(".")[0] not in heads]
     if unexpected_missing or result.unexpected_keys:

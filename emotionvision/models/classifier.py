@@ -12,10 +12,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from emotionvision.errors import UsageError
-from emotionvision.models.backbones import BACKBONES, build_backbone
+from emotionvision.models.backbones import body_modules, build_backbone, head_names
 from emotionvision.models.checkpoint import read_checkpoint, transfer_weights
 from emotionvision.models.losses import CrossEntropy
 from emotionvision.models.metrics import EvaluationOutputs, build_metrics, named_scalars
+from emotionvision.models.tta import mean_log_probabilities, tta_views
 from emotionvision.reporting.figures import confusion_matrix_figure
 from emotionvision.rundir import STAGES, metric_key
 
@@ -29,7 +30,8 @@ class EmotionClassifier(pl.LightningModule):
     Input: float images in [0, 1]; normalisation (`mean`, `std`) happens inside, so a checkpoint
     carries its own preprocessing together with `class_names`, `input_size` and `face_crop` (the
     face-crop settings of `data.face_crop`, applied again by evaluation and prediction).
-    An auxiliary head (Inception-V3) adds `aux_weight` x its loss in training only.
+    An auxiliary head (Inception-V3) adds `aux_weight` x its loss in training only. `name` is the
+    architecture of backbone "timm" (model=timm model.name=...), recorded in the checkpoint like the rest.
     Training and validation log their torchmetrics each epoch; a test gathers every image's
     probabilities in `test_outputs`, from which the report callback computes and logs the test metrics
     once. `predict_step` returns class probabilities through the same forward. `monitor` is the metric a
@@ -42,6 +44,8 @@ class EmotionClassifier(pl.LightningModule):
         backbone: str,
         class_names: list[str],
         input_size: int = 224,
+        stem: str = "standard",
+        name: str | None = None,
         pretrained: bool = False,
         weights_path: str | None = None,
         aux_weight: float = 0.0,
@@ -60,9 +64,11 @@ class EmotionClassifier(pl.LightningModule):
         # the loss module and the optimizer/scheduler partials stay out of the checkpoint (weights_only)
         self.save_hyperparameters(ignore=["loss", "optimizer", "scheduler"], logger=False)
         self.class_names = list(class_names)
-        self.model = build_backbone(backbone, len(class_names), pretrained, weights_path, input_size)
+        self.model = build_backbone(
+            backbone, len(class_names), pretrained, weights_path, input_size, stem, architecture=name
+        )
         if init_from:
-            transfer_weights(self.model, backbone, self.class_names, init_from, init_class_map)
+            transfer_weights(self.model, backbone, stem, self.class_names, init_from, init_class_map, name)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
@@ -87,26 +93,26 @@ class EmotionClassifier(pl.LightningModule):
     @property
     def backbone(self) -> nn.ModuleList:
         """The network's layers without its class heads (what the finetuning callbacks freeze)."""
-        heads = set(BACKBONES[self.hparams.backbone].heads)
-        return nn.ModuleList(
-            module
-            for name, module in self.model.named_modules()
-            if name not in heads and not any(module.children())
-        )
+        return nn.ModuleList(body_modules(self.model, head_names(self.hparams.backbone, self.model)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         normalised = ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         return self.model(normalised)
 
-    def probabilities(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Class probabilities of float images in [0, 1]; `tta` averages them with the mirror images'."""
-        probabilities = self(images).softmax(dim=1)
-        if tta:
-            probabilities = (probabilities + self(images.flip(-1)).softmax(dim=1)) / 2
-        return probabilities
+    # the test-time augmentation of test_step and predict_step (none | flip | ten_crop: see
+    # emotionvision/models/tta.py); evaluation, prediction and training's test set it
+    tta: str = "none"
+
+    def log_probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+        """Log class probabilities of float images in [0, 1], averaged over the views of `tta`."""
+        return mean_log_probabilities(self(view).log_softmax(dim=1) for view in tta_views(images, tta))
+
+    def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+        """Class probabilities of float images in [0, 1], averaged over the views of `tta`."""
+        return self.log_probabilities(images, tta).exp()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        images, targets, _ = batch
+        images, targets, _ = batch  # targets: class indices, or target rows of mixed images (mixing=)
         outputs = self(images)
         logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
         loss = self.loss(logits, targets)
@@ -117,13 +123,15 @@ class EmotionClassifier(pl.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         images, targets, indices = batch
-        logits = self(images)
-        self.test_outputs.update(logits.softmax(dim=1), targets, indices)
-        self.mean_losses["test_loss"].update(self.loss(logits, targets).detach(), weight=len(targets))
+        log_probabilities = self.log_probabilities(images, self.tta)
+        self.test_outputs.update(log_probabilities.exp(), targets, indices)
+        # log-probabilities are logits of the probabilities: the loss of the (averaged) probabilities
+        loss = self.loss(log_probabilities, targets)
+        self.mean_losses["test_loss"].update(loss.detach(), weight=len(targets))
 
     def predict_step(self, batch: torch.Tensor | Batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, tuple | list) else batch
-        return self.probabilities(images)
+        return self.probabilities(images, self.tta)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         images, targets, _ = batch
@@ -133,6 +141,11 @@ class EmotionClassifier(pl.LightningModule):
     def _update(
         self, stage: str, probabilities: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
     ) -> None:
+        """Add a batch to the stage's metrics and mean loss. Target rows (mixed training images,
+        emotionvision/data/mixing.py) are scored against their dominant class: the metrics take class
+        indices; the loss was computed against the rows."""
+        if targets.is_floating_point():
+            targets = targets.argmax(dim=1)
         self.metrics[f"{stage}_metrics"].update(probabilities, targets)
         self.mean_losses[f"{stage}_loss"].update(loss.detach(), weight=len(targets))
 

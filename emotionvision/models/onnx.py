@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from emotionvision.errors import UsageError
+from emotionvision.models.tta import tta_views
 
 INSTALL_HINT = 'pip install "emotionvision[export]"'
 
@@ -55,12 +56,10 @@ class OnnxClassifier:
         """Itself: onnxruntime runs on the CPU whatever `device` (images are moved to `self.device`)."""
         return self
 
-    def probabilities(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Class probabilities of float images in [0, 1]; `tta` averages them with the mirror images'."""
-        probabilities = self._run(images)
-        if tta:
-            probabilities = (probabilities + self._run(images.flip(-1))) / 2
-        return probabilities
+    def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+        """Class probabilities of float images in [0, 1], averaged over the views of `tta` (the same
+        test-time augmentation as a checkpoint's: emotionvision/models/tta.py)."""
+        return torch.stack([self._run(view) for view in tta_views(images, tta)]).mean(dim=0)
 
     def _run(self, images: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)

@@ -22,6 +22,7 @@ from emotionvision.reporting.sweep_runs import (
     metric_names,
     pair_unit,
     paired_differences,
+    shares_pairs,
     summary_rows,
     swept_keys,
     test_train_ratio,
@@ -81,7 +82,28 @@ def markdown_report(
             f"smallest two-sided p is {floor:.3g}"
             + (f", so it cannot reach {1 - confidence:.0%} on its own)." if floor > 1 - confidence else ")."),
         ]
+    unpaired = _unpaired_lines(runs, variants)
+    if unpaired:
+        lines += ["", f"## Beside {variants[0]} (not paired)", "", *unpaired]
     return "\n".join(lines) + "\n"
+
+
+def _unpaired_lines(runs: list[Run], variants: list[str]) -> list[str]:
+    """For each variant that shares no seed or fold with the reference (an evaluation run, e.g. an
+    ensemble of its checkpoints): its headline metrics and how many of the reference's runs it beats;
+    one run against a spread of runs, so no test."""
+    reference = variants[0]
+    lines = []
+    for variant in variants[1:]:
+        if shares_pairs(runs, reference, variant):
+            continue
+        scores = []
+        for metric in headline_keys():
+            value = float(np.mean(list(values_by_pair(runs, variant, metric).values())))
+            theirs = list(values_by_pair(runs, reference, metric).values())
+            scores.append(f"{metric} {value:.3f} (above {sum(v < value for v in theirs)} of {len(theirs)})")
+        lines.append(f"- {variant}: {', '.join(scores)} of the {reference} runs; unpaired, so no test.")
+    return lines
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -146,7 +168,8 @@ def log_to_tensorboard(
     """HParams of every run (swept keys and seed beside its test metrics), the figure and the report."""
     with SummaryWriter(output_dir) as writer:
         for run in runs:
-            hparams = {key: run.overrides.get(key, NOT_SWEPT) for key in keys} | {PAIRING_KEY: run.seed}
+            hparams = {key: run.overrides.get(key, NOT_SWEPT) for key in keys} | {"variant": run.variant}
+            hparams |= {} if run.seed is None else {PAIRING_KEY: run.seed}
             hparams |= {} if run.fold is None else {FOLD_KEY: run.fold}
             metrics = {name: value for name, value in run.metrics.items() if _is_test_metric(name)}
             writer.add_hparams(hparams, metrics, run_name=run.path.name)

@@ -1,12 +1,13 @@
 """The finished runs of sweeps: loaded from their run directories, labelled with their variant (the
-overrides that differ between runs) and paired by seed (and by fold, for cross-validations)."""
+overrides that differ between runs) and paired by seed (and by fold, for cross-validations).
+Evaluation runs (`emotionvision-eval`, e.g. of an ensemble of a sweep's checkpoints) stand beside
+them, each its own variant, paired with none."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from emotionvision.reporting.statistics import PairedDifference, paired_difference
-from emotionvision.rundir import RunDir, headline_keys, metric_key, parse_metric_key
+from emotionvision.rundir import RunDir, find_run_dirs, headline_keys, metric_key, parse_metric_key
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +28,35 @@ NOT_SWEPT = "(default)"
 @dataclass
 class Run:
     """One finished run of a sweep: its overrides, seed, cross-validation fold (or None), test metrics
-    and split digest."""
+    and split digest; an evaluation run has no seed and names the `checkpoints` it evaluated (several:
+    an ensemble) and its test-time augmentation `tta`."""
 
     path: Path
     overrides: dict[str, object]
-    seed: int
+    seed: int | None
     fold: int | None
     metrics: dict[str, float]
     test_images: int
     train_images: int | None
     split_digest: str | None
     variant: str = ""
+    checkpoints: list[str] | None = None
+    tta: str = "none"
 
     @property
-    def pair(self) -> tuple[int, int | None]:
+    def pair(self) -> tuple[int | None, int | None]:
         """What a run is paired on across variants: its seed and fold."""
         return self.seed, self.fold
 
     @property
     def pair_name(self) -> str:
-        return f"seed {self.seed}" + ("" if self.fold is None else f", fold {self.fold}")
+        seed = "no seed" if self.seed is None else f"seed {self.seed}"
+        return seed + ("" if self.fold is None else f", fold {self.fold}")
+
+    @property
+    def evaluation(self) -> bool:
+        """True for an emotionvision-eval run of checkpoints, False for a training run."""
+        return self.checkpoints is not None
 
 
 def load_runs(multirun_dirs: list[Path]) -> list[Run]:
@@ -56,7 +66,7 @@ def load_runs(multirun_dirs: list[Path]) -> list[Run]:
         if not multirun_dir.is_dir():
             raise FileNotFoundError(f"{multirun_dir} is not a directory: pass multirun (sweep) directories.")
     runs = []
-    for run_dir in (run_dir for multirun_dir in multirun_dirs for run_dir in _run_dirs(multirun_dir)):
+    for run_dir in (run_dir for multirun_dir in multirun_dirs for run_dir in find_run_dirs(multirun_dir)):
         if run_dir.metrics.is_file():
             runs.append(_load_run(run_dir))
         else:
@@ -70,17 +80,6 @@ def load_runs(multirun_dirs: list[Path]) -> list[Run]:
     return runs
 
 
-def _run_dirs(multirun_dir: Path) -> list[RunDir]:
-    """The run directories under `multirun_dir` (those with Hydra's overrides), in job order."""
-    found = (RunDir(directory) for directory, _, _ in os.walk(multirun_dir))
-    return sorted((run_dir for run_dir in found if run_dir.overrides.is_file()), key=_job_order)
-
-
-def _job_order(run_dir: RunDir) -> list[tuple[int, str]]:
-    """Sort key: numeric path parts as numbers, so job 10 comes after job 9."""
-    return [(int(part), "") if part.isdigit() else (-1, part) for part in run_dir.path.parts]
-
-
 def _load_run(run_dir: RunDir) -> Run:
     lines = OmegaConf.to_container(OmegaConf.load(run_dir.overrides))
     overrides = {
@@ -89,18 +88,24 @@ def _load_run(run_dir: RunDir) -> Run:
     }
     config = run_dir.read_config()
     metrics = run_dir.read_metrics()
+    checkpoints = metrics.get("checkpoints")  # an evaluation run's
     if metric_key("test", "acc") not in metrics:
-        raise ValueError(f"{run_dir.metrics} has no test metrics: the sweep ran with test=false.")
+        fix = "evaluate data.split=test" if checkpoints else "the sweep ran with test=false"
+        raise ValueError(f"{run_dir.metrics} has no test metrics: {fix}.")
     split = run_dir.split
+    seed = config.get(PAIRING_KEY)
     return Run(
         path=run_dir.path,
         overrides=overrides,
-        seed=int(config[PAIRING_KEY]),
-        fold=OmegaConf.select(config, FOLD_KEY),
+        seed=None if checkpoints else int(seed),
+        fold=None if checkpoints else OmegaConf.select(config, FOLD_KEY),
         metrics={name: value for name, value in metrics.items() if isinstance(value, float | int)},
         test_images=int(np.sum(metrics[metric_key("test", "confusion_matrix")])),
         train_images=train_count(split) if split.is_file() else None,
-        split_digest=split_digest(split) if split.is_file() else None,
+        # an evaluation records the digest of the split manifest it read
+        split_digest=split_digest(split) if split.is_file() else metrics.get("split_digest"),
+        checkpoints=checkpoints,
+        tta=metrics.get("tta", "none"),
     )
 
 
@@ -123,8 +128,9 @@ def _scalar(value: object) -> object:
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
-    """Override keys whose values differ between runs (what tells variants apart), the pairing keys
-    (seed, fold) left out."""
+    """Override keys whose values differ between training runs (what tells variants apart), the
+    pairing keys (seed, fold) left out."""
+    runs = [run for run in runs if not run.evaluation]
     keys = dict.fromkeys(key for run in runs for key in run.overrides)
     return [
         key
@@ -134,10 +140,23 @@ def swept_keys(runs: list[Run]) -> list[str]:
     ]
 
 
+def evaluation_variant(run: Run) -> str:
+    """An evaluation run's label: 'ensemble of 5 checkpoints' or 'best-epoch007.ckpt', and its tta."""
+    checkpoints = run.checkpoints or []
+    several = len(checkpoints) > 1
+    name = f"ensemble of {len(checkpoints)} checkpoints" if several else Path(checkpoints[0]).name
+    return name + ("" if run.tta == "none" else f", tta={run.tta}")
+
+
 def assign_variants(runs: list[Run], keys: list[str]) -> list[str]:
-    """Label each run with its values of the swept keys; the variant names in order of first run."""
+    """Label each training run with its values of the swept keys, each evaluation run with what it
+    evaluated; the variant names in order of first run, training runs' first."""
+    alone = "single models" if any(run.evaluation for run in runs) else "all runs"
     for run in runs:
-        run.variant = ", ".join(f"{key}={run.overrides.get(key, NOT_SWEPT)}" for key in keys) or "all runs"
+        if run.evaluation:
+            run.variant = evaluation_variant(run)
+        else:
+            run.variant = ", ".join(f"{key}={run.overrides.get(key, NOT_SWEPT)}" for key in keys) or alone
     seen = {}
     for run in runs:
         if (run.variant, run.pair) in seen:
@@ -146,7 +165,7 @@ def assign_variants(runs: list[Run], keys: list[str]) -> list[str]:
                 f"with the same {run.pair_name}: give each run of a variant its own seed."
             )
         seen[run.variant, run.pair] = run.path
-    return list(dict.fromkeys(run.variant for run in runs))
+    return list(dict.fromkeys(run.variant for run in sorted(runs, key=lambda run: run.evaluation)))
 
 
 def metric_names(runs: list[Run]) -> list[str]:
@@ -196,14 +215,20 @@ def summary_rows(runs: list[Run], variants: list[str], metrics: list[str]) -> li
     return rows
 
 
+def shares_pairs(runs: list[Run], variant: str, other: str) -> bool:
+    """True when runs of the two variants share a seed and fold (evaluation runs share none)."""
+    pairs = {run.pair for run in runs if run.variant == variant and not run.evaluation}
+    return any(run.pair in pairs for run in runs if run.variant == other and not run.evaluation)
+
+
 def paired_differences(
     runs: list[Run], variants: list[str], confidence: float = 0.95
 ) -> list[PairedDifference]:
     """Each variant against the first (the reference), on the headline metrics over shared seeds and
-    folds."""
+    folds; variants that share none with it (evaluation runs) are left out."""
     reference = variants[0]
     results = []
-    for treatment in variants[1:]:
+    for treatment in (variant for variant in variants[1:] if shares_pairs(runs, reference, variant)):
         for metric in headline_keys():
             reference_values = values_by_pair(runs, reference, metric)
             treatment_values = values_by_pair(runs, treatment, metric)
