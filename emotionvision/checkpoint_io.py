@@ -6,12 +6,12 @@ temporary file in the system temp folder moved into place. That move is a copy (
 temp folder is on another file system, and the transaction is state of fsspec's process-wide local
 file system: in a background thread (`AsyncCheckpointIO`) it captures the main thread's fsspec writes
 (CSVLogger's metrics.csv) and can fail the save. `AtomicCheckpointIO` writes local files with plain
-file calls instead: a hidden temporary file beside the target, fsync, `os.replace`.
+file calls instead: a hidden temporary file beside the target, fsync, `os.replace`
+(emotionvision/atomic.py; a full disk removes the temporary file and is told in one line).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
+
+from emotionvision.atomic import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -32,14 +34,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        target = Path(path).expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")  # a later save overwrites a killed one's
-        with partial.open("wb") as handle:
+        # a failed save removes its temporary file; a later save overwrites a killed one's
+        with atomic_open(Path(path).expanduser(), "wb") as handle:
             torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
 
 
 class AsyncAtomicCheckpointIO(AsyncCheckpointIO):

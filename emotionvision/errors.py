@@ -11,6 +11,8 @@ from pathlib import Path
 from hydra.utils import get_object
 from omegaconf import DictConfig
 
+from emotionvision.atomic import disk_full_error, is_disk_full
+
 
 class UsageError(ValueError):
     """A mistake the user can fix (a bad option, an unusable data tree); the message names the fix."""
@@ -23,11 +25,15 @@ def usage_exit(error: UsageError) -> SystemExit:
 
 
 def usage_error(error: BaseException | None) -> UsageError | None:
-    """The UsageError `error` is, or was raised from (Hydra's instantiate wraps errors); else None."""
+    """The UsageError `error` is, or was raised from (Hydra's instantiate wraps errors); else None.
+    A full disk or quota (emotionvision/atomic.py) is one too: its message names the file and the free
+    space."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, UsageError):
             return error
+        if is_disk_full(error):
+            return UsageError(str(disk_full_error(error)))
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

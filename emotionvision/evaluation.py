@@ -149,9 +149,19 @@ def seen_in_training(paths: list[Path], runs: list[RunDir], own_split: bool) -> 
 
 def run_monitor(run: RunDir) -> DictConfig:
     """The training run's monitored metric and mode (from its .hydra/config.yaml), for its learning
-    curves; metric None where the run's config is missing."""
-    monitor = run.read_config().get("monitor") if run.config.is_file() else None
-    return monitor or OmegaConf.create({"metric": None, "mode": "max"})
+    curves; metric None where the run's config is missing or names none. Only these two strings are
+    read: nothing of the config of a run directory (which may come from elsewhere) is instantiated by
+    an evaluation or a cross-data-set matrix (resume= checks what it instantiates:
+    emotionvision/targets.py)."""
+    config = run.read_config() if run.config.is_file() else OmegaConf.create()
+    metric = OmegaConf.select(config, "monitor.metric", default=None, throw_on_resolution_failure=False)
+    mode = OmegaConf.select(config, "monitor.mode", default=None, throw_on_resolution_failure=False)
+    return OmegaConf.create(
+        {
+            "metric": metric if isinstance(metric, str) else None,
+            "mode": mode if mode in ("max", "min") else "max",
+        }
+    )
 
 
 def choose_classes(

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 import torch
 from torchvision.transforms.v2.functional import to_dtype
 
+from emotionvision.atomic import atomic_open, write_text
 from emotionvision.data.cache import decode_image
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import (
     DECODE_ERRORS,
     DEFAULT_MAX_IMAGE_PIXELS,
-    find_files,
+    find_inputs,
     skip_reason,
 )
 from emotionvision.errors import UsageError
@@ -94,18 +95,24 @@ class Predictor:
 
     def predict(self, inputs: Iterable[str | Path], top_k: int = 1) -> list[Prediction]:
         """Top-k labels of every image file in `inputs` (files, or folders searched recursively).
-        Unreadable files are logged and returned with `error` set."""
+        Unreadable files are logged and returned with `error` set, and so are the files of a folder that
+        training leaves out (hidden files, links to folders, FIFOs and other non-files: `find_inputs`);
+        a FIFO or other non-file is never opened."""
         if top_k < 1:
             raise UsageError(f"top_k must be at least 1 (got {top_k}).")
-        files = find_files(inputs)
+        entries = find_inputs(inputs)
         predictions = []
-        for start in range(0, len(files), self.batch_size):
-            predictions += self._predict_batch(files[start : start + self.batch_size], top_k)
+        for start in range(0, len(entries), self.batch_size):
+            predictions += self._predict_batch(entries[start : start + self.batch_size], top_k)
         return predictions
 
-    def _predict_batch(self, files: list[Path], top_k: int) -> list[Prediction]:
+    def _predict_batch(self, entries: list[tuple[Path, str | None]], top_k: int) -> list[Prediction]:
         pixels, errors = {}, {}
-        for path in files:
+        files = [path for path, _ in entries]
+        for path, unread in entries:
+            if unread is not None:
+                errors[path] = unread_error(path, unread)
+                continue
             try:
                 pixels[path] = self.decode(path)
             except DECODE_ERRORS as error:
@@ -135,6 +142,23 @@ class Predictor:
         return predictions
 
 
+def unread_error(path: Path, reason: str) -> str:
+    """The error of a prediction row for a file `find_inputs` gives a reason not to read."""
+    if reason == "broken link":
+        try:
+            path.stat()
+        except OSError as error:  # a missing target, or a loop of links
+            return f"{reason}: {error}"
+    if reason == "link to a folder (not followed)" and path.parent.resolve().is_relative_to(path.resolve()):
+        return f"{reason}: it points to a folder above it, a loop"
+    hints = {
+        "hidden file": "left out as in training; name the file in inputs= to label it",
+        "link to a folder (not followed)": "name the folder in inputs= to label its images",
+        "not a regular file": "a FIFO, socket or device is not read",
+    }
+    return f"{reason}: {hints[reason]}" if reason in hints else reason
+
+
 def check_output(output: Path) -> None:
     """UsageError unless `output` names a .csv or .json file."""
     if output.suffix not in (".csv", ".json"):
@@ -146,11 +170,11 @@ def write_predictions(predictions: list[Prediction], output: Path) -> None:
     check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".json":
-        output.write_text(json.dumps([asdict(p) for p in predictions], indent=2))
+        write_text(output, json.dumps([asdict(p) for p in predictions], indent=2))
         return
     top_k = max((len(p.labels) for p in predictions), default=0)
     ranks = range(1, top_k + 1)
-    with output.open("w", newline="") as handle:
+    with atomic_open(output, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["path", *(f"{column}_{k}" for k in ranks for column in ("label", "probability")), "error"]

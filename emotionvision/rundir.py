@@ -2,7 +2,8 @@
 
 Every module that writes or reads a run's files names them through `RunDir`, and every module that makes
 or reads a metric key does so through `metric_key` / `parse_metric_key` / `best_key`. This module sits
-at the bottom: it imports only the standard library and OmegaConf.
+at the bottom: it imports only the standard library, OmegaConf and emotionvision.atomic (standard
+library only).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
+
+from emotionvision.atomic import write_text
 
 STAGES = ("train", "val", "test")
 # an evaluation of a whole folder (emotionvision-eval data.root=...) reports its metrics as all/<name>
@@ -108,10 +111,10 @@ class RunDir:
         return json.loads(self.metrics.read_text()) if self.metrics.is_file() else {}
 
     def merge_metrics(self, values: dict) -> dict:
-        """Update metrics.json (created if missing) with `values`; returns the result."""
+        """Update metrics.json (created if missing) with `values`, written whole or not at all
+        (emotionvision/atomic.py); returns the result."""
         merged = self.read_metrics() | values
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.metrics.write_text(json.dumps(merged, indent=2))
+        write_text(self.metrics, json.dumps(merged, indent=2))
         return merged
 
 

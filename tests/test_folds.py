@@ -4,6 +4,7 @@ emotionvision-train (a job per fold, under any launcher) with its summary, and f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from emotionvision.cli.crossval import CrossValidation, fold_subdir, sweep_override_keys
+from emotionvision.cli.crossval import CrossValidation, fold_subdir, sweep_override_keys, sweeper_params
 from emotionvision.data import EmotionDataModule
 from emotionvision.errors import UsageError
 
@@ -193,6 +194,48 @@ def test_the_sweep_gains_every_fold_first_when_it_starts(
     one_fold = compose_train([*overrides, "data.fold=2"], return_hydra_config=True)
     CrossValidation().on_multirun_start(one_fold)
     assert OmegaConf.to_container(one_fold.hydra.sweeper.params) == experiment_params
+
+
+def test_more_folds_than_groups_are_refused_before_any_job(
+    tmp_path: Path, make_tree, make_subject_tree, compose_train
+) -> None:
+    """data.folds=1000 on 60 images composed a job per fold for minutes: the folds are checked against
+    the images (and subjects) listed when the sweep starts, and it ends in one line, no fold added."""
+    root = make_tree(tmp_path / "images", dict.fromkeys(["anger", "happy", "sad"], 20))
+    config = compose_train(
+        ["data=folder", f"data.root={root}", "data.folds=1000", f"paths.root_dir={tmp_path}"],
+        return_hydra_config=True,
+    )
+    with pytest.raises(SystemExit) as exited:
+        CrossValidation().on_multirun_start(config)
+    assert exited.value.code.endswith(
+        f"error: data.folds=1000: {root} holds 60 images of the chosen classes, each fold testing whole "
+        "groups of them: set data.folds to 60 or fewer (5 or 10 is usual)."
+    )
+    assert "data.fold" not in sweeper_params(config.hydra.sweeper)
+    assert not (tmp_path / "cache").exists()  # nothing decoded
+    subjects = make_subject_tree(tmp_path / "subjects", subjects=6)
+    module = EmotionDataModule(subjects, cache_dir=tmp_path / "cache", group_by=SUBJECT, folds=7, fold=0)
+    with pytest.raises(UsageError, match=r"data\.folds=7: .* has 6 subjects, each kept whole in one fold"):
+        module.fold_count()
+    with pytest.raises(UsageError, match=r"data\.folds=7: .* has 6 subjects"):
+        module.setup()  # a single fold is checked before its decode too
+    assert not (tmp_path / "cache").exists()
+    module = EmotionDataModule(subjects, cache_dir=tmp_path / "cache", group_by=SUBJECT, folds=6, fold=0)
+    assert module.fold_count() == 6
+
+
+def test_an_oversized_loso_validation_is_warned(tmp_path: Path, make_subject_tree, caplog) -> None:
+    """Leave-one-subject-out carves validation from whole subjects: 1 of the 3 left (12 images)
+    against a target of 6 (15/85 of 36). The size check runs for loso too, its test share being
+    the held-out subject's."""
+    root = make_subject_tree(tmp_path / "images", subjects=4, per_subject=4)
+    with caplog.at_level(logging.WARNING, logger="emotionvision"):
+        module = fold_module(root, tmp_path / "cache", folds="loso", fold=0)
+    sizes = {split: len(dataset) for split, dataset in module.datasets.items()}
+    assert sizes == {"train": 24, "val": 12, "test": 12}
+    assert "The val split holds 12 images, 6 off its target of 6" in caplog.text
+    assert "The test split" not in caplog.text
 
 
 def test_fold_directories_are_named_by_the_other_swept_values(tmp_path: Path) -> None:

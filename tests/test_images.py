@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +198,82 @@ def test_imageops_fit_differs_elsewhere(size: tuple[int, int], side: int) -> Non
     image = Image.fromarray(noise(size, seed=3))
     fitted = np.asarray(ImageOps.fit(image, (side, side), Image.Resampling.BILINEAR))
     assert not np.array_equal(resize_center_crop(image, side).permute(1, 2, 0).numpy(), fitted)
+
+
+@pytest.mark.parametrize(
+    ("size", "side", "tolerance"),
+    [
+        ((512, 32), 16, 0),  # 16:1, the longest resized whole: its pixels as ever
+        ((3000, 20), 48, 1),  # 150:1 upscaled
+        ((20, 3000), 16, 1),  # 150:1 shrunk 1.25x
+        ((6000, 100), 16, 1),  # 60:1 shrunk 6x: reduced 2x first
+        ((90, 4000), 48, 1),  # 44:1 shrunk
+    ],
+)
+def test_long_images_resize_only_the_crop(size: tuple[int, int], side: int, tolerance: int) -> None:
+    """Beyond 16:1 only the part of the image the centre crop reads is resized: within one level of
+    resizing the whole image and cropping (PIL passes the box in single precision)."""
+    image = Image.fromarray(noise(size, seed=5))
+    scale = side / min(size)
+    whole = image.resize(
+        (max(side, round(size[0] * scale)), max(side, round(size[1] * scale))),
+        Image.Resampling.BILINEAR,
+        reducing_gap=3.0,
+    )
+    left, top = (whole.width - side) // 2, (whole.height - side) // 2
+    expected = np.asarray(whole.crop((left, top, left + side, top + side))).astype(int)
+    pixels = resize_center_crop(image, side).permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(pixels - expected).max() <= tolerance
+
+
+# the most a process may grow decoding each strip below, at the default size (224 px)
+STRIP_PEAK_MB = 32
+
+
+def _strip_peak_growth(folder: Path) -> dict[str, float]:
+    """Peak RSS growth (MB, ru_maxrss) of a forked process while the decode cache takes a 100000x1
+    and a 1x100000 PNG at 224 px, after an ordinary image (what any decode allocates). The child's
+    address space is capped 2 GB above its start, so a regression fails fast instead of swapping."""
+    import resource  # POSIX only
+
+    paths = []
+    for width, height in ((40, 30), (100_000, 1), (1, 100_000)):
+        ramp = (np.arange(width * height) % 251).astype(np.uint8)
+        paths.append(folder / f"{width}x{height}.png")
+        Image.fromarray(np.stack([ramp] * 3, axis=-1).reshape(height, width, 3)).save(paths[-1])
+    cache = DecodeCache(folder / "cache", 224)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            cache.get_many(paths[:1], SkipReport())
+            start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            status = Path("/proc/self/status").read_text().splitlines()
+            virtual = int(next(line for line in status if line.startswith("VmSize")).split()[1]) * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (virtual + 2**31, resource.RLIM_INFINITY))
+            growth = {}
+            for path in paths[1:]:
+                kept, _ = cache.get_many([path], SkipReport())
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                growth[path.stem], start = ((peak - start) / 1024 if kept == [path] else -1.0), peak
+            os.write(write, json.dumps(growth).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    assert answer, "the decoding process died (out of memory?)"
+    return json.loads(answer)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc and ru_maxrss in kB")
+def test_strip_images_decode_in_bounded_memory(tmp_path: Path) -> None:
+    """A 100000x1 PNG was resized whole before its crop (to 22.4M x 224 at 224 px: 20 GB; 1.87 GB at
+    48 px). Now each strip adds a few MB to the process's peak."""
+    growth = _strip_peak_growth(tmp_path)
+    assert set(growth) == {"100000x1", "1x100000"}
+    assert all(0 <= mb < STRIP_PEAK_MB for mb in growth.values()), growth
 
 
 def test_difference_hash_resized_copy_and_unrelated_image() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from PIL import Image
 from emotionvision import inference
 from emotionvision.cli import predict
 from emotionvision.data.cache import DecodeCache
-from emotionvision.data.images import SkipReport
+from emotionvision.data.images import SkipReport, list_class_files
 from emotionvision.errors import UsageError
 from emotionvision.inference import Predictor
 from emotionvision.models import EmotionClassifier
@@ -59,7 +61,9 @@ def odd_folder(tmp_path: Path) -> Path:
 def test_predict_reports_unreadable_files_and_carries_on(checkpoint: Path, odd_folder: Path) -> None:
     predictions = Predictor(checkpoint, device="cpu", batch_size=2).predict([odd_folder], top_k=2)
     by_name = {Path(p.path).name: p for p in predictions}
-    assert sorted(by_name) == ["a_photo.jpg", "b_alpha.png", "c_text.jpg", "d_truncated.jpg"]
+    # the hidden file is not read (training leaves it out), but it has its row
+    assert sorted(by_name) == [".hidden.jpg", "a_photo.jpg", "b_alpha.png", "c_text.jpg", "d_truncated.jpg"]
+    assert by_name[".hidden.jpg"].error.startswith("hidden file: ") and by_name[".hidden.jpg"].labels == []
     for name in ("a_photo.jpg", "b_alpha.png"):
         prediction = by_name[name]
         assert prediction.error is None
@@ -99,14 +103,15 @@ def test_cli_labels_a_folder(
         labels = [row["labels"] for row in rows]
         errors = [row["error"] or "" for row in rows]
     assert [Path(row["path"]).name for row in rows] == [
+        ".hidden.jpg",
         "a_photo.jpg",
         "c_text.jpg",
         "d_truncated.jpg",
         "b_alpha.png",
         "a_photo.jpg",
     ]
-    assert sorted(labels[0]) == CLASSES and labels[0] == labels[-1]
-    assert [bool(error) for error in errors] == [False, True, True, False, False]
+    assert sorted(labels[1]) == CLASSES and labels[1] == labels[-1]
+    assert [bool(error) for error in errors] == [True, False, True, True, False, False]
 
 
 def test_bad_output_and_missing_input_are_named(checkpoint: Path, tmp_path: Path) -> None:
@@ -154,3 +159,57 @@ def test_files_that_are_no_checkpoint_are_named(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, weights)
     with pytest.raises(ValueError, match="not an EmotionClassifier checkpoint"):
         load_classifier(weights)
+
+
+def test_a_fifo_named_in_inputs_gets_an_error_row_and_is_never_opened(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "camera.fifo"
+    os.mkfifo(fifo)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(good)
+    # a writer ends any read of the FIFO (were it opened, the run would get an unreadable file, not hang)
+    writer = threading.Thread(target=lambda: os.close(os.open(fifo, os.O_WRONLY)), daemon=True)
+    writer.start()
+    try:
+        predictions = Predictor(checkpoint, device="cpu").predict([fifo, good])
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # releases the writer: nobody read
+        writer.join(timeout=10)
+    assert [p.path for p in predictions] == [str(fifo), str(good)]
+    assert predictions[0].error == "not a regular file: a FIFO, socket or device is not read"
+    assert predictions[0].labels == [] and predictions[1].error is None
+
+
+def test_every_file_of_a_folder_has_a_row_with_the_reason_training_gives(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+        folder / "a.png"
+    )
+    (folder / ".hidden.png").write_bytes((folder / "a.png").read_bytes())
+    (folder / "loop_a").symlink_to(folder / "loop_b")  # a loop of links
+    (folder / "loop_b").symlink_to(folder / "loop_a")
+    (folder / "up").symlink_to(tmp_path)  # the folder above: followed, it would loop
+    os.mkfifo(folder / "pipe")
+    training = SkipReport()  # what training lists (its skipped.csv rows) from a class folder like it
+    assert list_class_files(folder, training) == [folder / "a.png"]
+    assert dict(training.rows()) == {
+        folder / ".hidden.png": "hidden file",
+        folder / "loop_a": "broken link",
+        folder / "loop_b": "broken link",
+        folder / "pipe": "not a regular file",
+        folder / "up": "link to a folder (not followed)",
+    }
+    predictions = Predictor(checkpoint, device="cpu").predict([folder, folder / "loop_a"])
+    reasons = {Path(p.path): p.error.split(":")[0] for p in predictions if p.error}
+    assert reasons == dict(training.rows())  # one reason for each file, in training and in predict
+    assert [Path(p.path) for p in predictions if not p.error] == [folder / "a.png"]
+    by_path = {p.path: p.error for p in predictions[:-1]}
+    assert (
+        by_path[str(folder / "up")]
+        == "link to a folder (not followed): it points to a folder above it, a loop"
+    )
+    assert "Too many levels of symbolic links" in predictions[-1].error  # the loop named in inputs=

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from emotionvision.data import EmotionDataModule
 from emotionvision.data.grouping import conflicting_groups, duplicate_groups
@@ -148,6 +149,34 @@ def test_conflicting_groups() -> None:
     labels = np.array([0, 1, 1, 1, 2, 2, 0])
     assert conflicting_groups(groups, labels) == [0, 3]
     assert conflicting_groups(np.array([0, 1]), np.array([0, 1])) == []
+
+
+def test_pairs_within_one_subject_are_not_label_conflicts() -> None:
+    """A subject's expressions may hash alike (CK+): only a near-duplicate pair of different labels and
+    different subjects is a conflict."""
+    groups = np.array([0, 0, 0, 1, 1, 2, 2])
+    labels = np.array([0, 1, 1, 0, 1, 0, 1])
+    subjects = np.array([5, 5, 6, 7, 7, 8, 9])
+    # group 0: 0-1 (one subject, two labels) and 1-2 (two subjects, one label): no pair conflicts
+    rows, cols = np.array([0, 1, 3, 5]), np.array([1, 2, 4, 6])
+    pairs = np.concatenate([rows, cols]), np.concatenate([cols, rows])
+    assert conflicting_groups(groups, labels, pairs) == [0, 1, 2]
+    assert conflicting_groups(groups, labels, pairs, subjects) == [2]
+    assert conflicting_groups(groups, labels, None, subjects) == [0, 2]  # any two members of a group
+
+
+def test_flat_hashes_are_joined_only_where_the_pictures_agree() -> None:
+    """Every flat image hashes to all zeros; its pairs are confirmed on the decoded pixels. Textured
+    near-duplicates are still joined by the hash alone (a brightness change keeps the hash)."""
+    rng = np.random.default_rng(0)
+    textured = rng.random(256) < 0.5
+    zeros = np.zeros(256, dtype=bool)
+    hashes = np.stack([zeros, zeros, zeros, flip(zeros, range(5)), textured, textured])
+    colours = [(200, 30, 30), (30, 30, 200), (200, 30, 30), (203, 30, 30), (0, 0, 0), (90, 90, 90)]
+    pixels = [torch.tensor(colour, dtype=torch.uint8)[:, None, None].expand(3, 8, 8) for colour in colours]
+    pixels[4] = pixels[5] = None  # textured: never looked at
+    np.testing.assert_array_equal(duplicate_groups(hashes, 20), [0, 0, 0, 0, 1, 1])  # the hash alone
+    np.testing.assert_array_equal(duplicate_groups(hashes, 20, pixels=pixels), [0, 1, 0, 0, 2, 2])
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:

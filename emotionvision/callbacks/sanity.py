@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from emotionvision.atomic import write_text
 from emotionvision.errors import UsageError
 from emotionvision.reporting.scores import confusion_matrix
 from emotionvision.reporting.verdicts import overfit_batch_verdict, shuffled_labels_verdict
@@ -21,7 +22,7 @@ def write_verdict(output_dir: Path, verdict: dict) -> None:
     """sanity.json with PASS or FAIL, and the verdict in the log."""
     verdict["verdict"] = "PASS" if verdict["passed"] else "FAIL"
     path = RunDir(output_dir).sanity
-    path.write_text(json.dumps(verdict, indent=2))
+    write_text(path, json.dumps(verdict, indent=2))
     log.info("Sanity check %s: %s; %s (%s)", verdict["check"], verdict["verdict"], verdict["summary"], path)
 
 

@@ -77,7 +77,10 @@ def sweeper_params(sweeper: DictConfig) -> dict[str, str]:
 
 class CrossValidation(Callback):
     """Hydra callback of emotionvision-train: a sweep with `data.folds` (and no `data.fold`) runs every
-    fold, and ends with the summary of each cross-validation in it."""
+    fold, and ends with the summary of each cross-validation in it (of the folds it planned: one that
+    failed, or never ran, is named there as missing)."""
+
+    planned_folds: int | None = None  # counted when the sweep starts
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Put `data.fold=range(N)` first among the sweeper's parameters (Hydra instantiates the sweeper
@@ -90,6 +93,7 @@ class CrossValidation(Callback):
             if usage is None:
                 raise
             raise usage_exit(usage) from None
+        self.planned_folds = count
         if count is not None:
             sweeper = config.hydra.sweeper
             with read_write(sweeper):
@@ -99,8 +103,8 @@ class CrossValidation(Callback):
         """The summary of each cross-validation (its folds' runs share all other overrides) in the
         folds' parent directory."""
         for parent, fold_dirs in cross_validations(Path(config.hydra.sweep.dir)).items():
-            report = write_cv_summary(parent, fold_dirs)
-            log.info("Cross-validation summary of %d folds in %s\n%s", len(fold_dirs), parent, report)
+            report = write_cv_summary(parent, fold_dirs, self.planned_folds)
+            log.info("Cross-validation summary of %d fold runs in %s\n%s", len(fold_dirs), parent, report)
 
 
 def fold_count(config: DictConfig) -> int | None:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emotionvision.errors import UsageError, usage_exit
 from emotionvision.rundir import RunDir, metric_key
+from emotionvision.targets import trusted_config
 
 FRESH = (None, "auto")
 
@@ -68,8 +69,9 @@ def last_run(runs_root: Path) -> Path:
 def resume_config(cfg: DictConfig, run: RunDir) -> tuple[DictConfig, bool]:
     """The config to train with and whether the run in `run` already finished.
 
-    Resuming a named run: its saved config, from its last checkpoint. `resume=auto`: this config,
-    from the last checkpoint where one exists."""
+    Resuming a named run: its saved config (resolved, and instantiating only trusted targets:
+    emotionvision/targets.py), from its last checkpoint. `resume=auto`: this config, from the last
+    checkpoint where one exists."""
     if cfg.resume in FRESH:
         if cfg.resume == "auto" and finished(run, cfg.test):
             return cfg, True
@@ -78,7 +80,9 @@ def resume_config(cfg: DictConfig, run: RunDir) -> tuple[DictConfig, bool]:
             with open_dict(cfg):
                 cfg.ckpt_path = str(run.last_checkpoint)
         return cfg, False
-    saved = run.read_config()
+    # a run directory may come from elsewhere: its config instantiates trusted targets only
+    trusted = cfg.get("trusted_targets") or ()
+    saved = trusted_config(run.config, f"resume={cfg.resume}", trusted)
     if not run.last_checkpoint.is_file():
         raise UsageError(
             f"resume={cfg.resume}: {run.last_checkpoint} does not exist; nothing to resume from."
@@ -86,6 +90,7 @@ def resume_config(cfg: DictConfig, run: RunDir) -> tuple[DictConfig, bool]:
     with open_dict(saved):
         saved.ckpt_path = str(run.last_checkpoint)
         saved.resume = None
+        saved.trusted_targets = list(trusted)  # the command line's, never the file's
     return saved, finished(run, saved.test)
 
 

@@ -86,6 +86,7 @@ class TrainConfig:
     seed: int = MISSING
     resume: str | None = None
     ckpt_path: str | None = None
+    trusted_targets: list[str] = field(default_factory=list)  # emotionvision/targets.py
     test: bool = MISSING
     tta: str = MISSING  # none | flip | ten_crop (emotionvision.models.tta.check_tta)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)

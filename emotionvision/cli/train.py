@@ -17,6 +17,7 @@ from emotionvision.cli.resume import register_resolvers, resume_config
 from emotionvision.cli.schemas import register_schemas
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.errors import check_arguments
+from emotionvision.models.checkpoint import check_training_checkpoint
 from emotionvision.models.tta import check_tta
 from emotionvision.rundir import RunDir, best_key
 from emotionvision.runtime import set_torch_threads
@@ -39,13 +40,17 @@ def instantiate_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightni
     return datamodule, model, trainer
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, checkpoint_option: str = "ckpt_path") -> dict[str, float]:
     """Fit and test one model as the config says; returns the final logged metrics and the best
-    monitored value (`best_key(monitor.metric)`)."""
+    monitored value (`best_key(monitor.metric)`). A `cfg.ckpt_path` to continue from is checked before
+    Lightning loads it (`check_training_checkpoint`; a bad one ends in one line naming
+    `checkpoint_option`, the setting that chose it)."""
     # checked before fit, not after it; the saved config of a run resumed from before tta= has none
     tta = check_tta(cfg.get("tta", "none"))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_run(cfg)
+    if cfg.ckpt_path:
+        check_training_checkpoint(cfg.ckpt_path, model, checkpoint_option)
     if trainer.world_size > 1:
         keep_ranks_in_job_dir()
     params = OmegaConf.to_container(cfg, resolve=True)
@@ -81,12 +86,13 @@ def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the best validation value of `monitor.metric` for sweepers."""
     set_torch_threads(cfg.threads)
     run = RunDir(HydraConfig.get().runtime.output_dir)
+    option = "ckpt_path" if cfg.resume is None else f"resume={cfg.resume}"
     cfg, done = resume_config(cfg, run)
     name = best_key(cfg.monitor.metric)
     if done:
         log.info("%s already finished (resume=auto): skipped", run.path)
         return run.read_metrics().get(name)
-    return train(cfg)[name]
+    return train(cfg, option)[name]
 
 
 if __name__ == "__main__":

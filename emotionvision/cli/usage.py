@@ -9,8 +9,10 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +22,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from emotionvision.atomic import full_disk_cause, naming_folder
 from emotionvision.errors import usage_error
 from emotionvision.rundir import RunDir
 
@@ -35,21 +38,24 @@ class JobUsageError(CompactHydraException):
 def reports_usage_errors(prog: str) -> Callable[[Callable[[DictConfig], T]], Callable[[DictConfig], T]]:
     """Decorator of a Hydra task function (place it under `@hydra.main`).
 
-    On any failure the run directory is removed if it is a stub (`remove_stub`). A UsageError is then
-    printed as `<prog>: error: <message>` on stderr and the process exits with status 1; in a multirun
-    the job's error is logged, the other jobs run, and Hydra ends the sweep with that line.
-    HYDRA_FULL_ERROR=1 keeps the traceback."""
+    On any failure the run directory is removed if it is a stub (`remove_stub`). A UsageError, or a
+    full disk (named with its free space: emotionvision/atomic.py), is then printed as
+    `<prog>: error: <message>` on stderr and the process exits with status 1; in a multirun the job's
+    error is logged, the other jobs run, and Hydra ends the sweep with that line. HYDRA_FULL_ERROR=1
+    keeps the traceback."""
 
     def decorate(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
         @functools.wraps(task)
         def run(cfg: DictConfig) -> T:
             started = time.time() - 2  # Hydra wrote the job's config just before
             try:
-                return task(cfg)
+                with quiet_full_disk_threads():
+                    return task(cfg)
             except Exception as error:
                 if HydraConfig.initialized():
                     run = RunDir(HydraConfig.get().runtime.output_dir)
                     remove_stub(run, logger_folders(cfg, run), started)
+                    error = naming_folder(error, run.path)  # a library's write to a full disk
                 usage = usage_error(error)
                 if usage is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
@@ -63,6 +69,28 @@ def reports_usage_errors(prog: str) -> Callable[[Callable[[DictConfig], T]], Cal
         return run
 
     return decorate
+
+
+@contextmanager
+def quiet_full_disk_threads() -> Iterator[None]:
+    """A library's writer thread that dies of a full disk (TensorBoard's event writer) prints no
+    traceback: the library raises its error again in the main thread, which reports it in one line.
+    The thread's error goes to the log at DEBUG; other threads' errors are printed as before.
+    HYDRA_FULL_ERROR=1 keeps the traceback."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if full_disk_cause(args.exc_value) is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            previous(args)
+        else:
+            name = args.thread.name if args.thread is not None else "a thread"
+            log.debug("%s stopped on a full disk: %r", name, args.exc_value)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def logger_folders(cfg: DictConfig, run: RunDir) -> set[str]:

@@ -4,8 +4,13 @@ Each image size has its own folder of shards (`<cache_dir>/v<version>-size<S>/sh
 crops `...-size<S>-face<key>`, the key a digest of the detector and crop settings). A shard holds
 `keys` (SHA-1 of the file bytes), `images` (uint8, N x 3 x S x S), `hashes` (bool, N x 256),
 `source_pixels` (int, N: width x height of the file's image, checked against the pixel limit of each
-run) and, for face crops, `boxes` (int, N x 4: the face found, -1 where none).
-Shards are memory-mapped on load, so a large set costs page cache, not process memory.
+run), for face crops `boxes` (int, N x 4: the face found, -1 where none), and `checksum` (a CRC-32 of
+all the rest, `shard_checksum`).
+Shards are memory-mapped on load, so a large set costs page cache, not process memory. Each is checked
+on load (its fields, their shapes, its checksum): a damaged one (truncated, emptied, overwritten,
+edited) is named in one warning, removed and never used; its images are decoded again from their
+files. A shard is written to a temporary file in its folder, synced, then renamed into place, so a
+crash or a full disk never leaves part of one under a shard's name.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import logging
 import os
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from emotionvision.atomic import atomic_open
 from emotionvision.data.faces import Box, FaceCrop
 from emotionvision.data.images import (
     DECODE_ERRORS,
@@ -41,9 +48,16 @@ HASH_DECODE_SIZE = 64
 # and this many for face detection (the detectors look at most at 640 px)
 FACE_DECODE_SIZE = 640
 # bump when what a shard holds or how images decode changes, so older caches are not mixed in
-# (3: 16-bit and float greyscale scaled to 8 bit, source_pixels)
-CACHE_VERSION = 3
+# (3: 16-bit and float greyscale scaled to 8 bit, source_pixels; 4: a checksum in each shard)
+CACHE_VERSION = 4
 NO_BOX = (-1, -1, -1, -1)
+# what each shard holds: name -> dtype and dimensions (after N, the number of keys)
+SHARD_TENSORS = {
+    "images": (torch.uint8, 3),  # N x 3 x size x size
+    "hashes": (torch.bool, 1),  # N x hash bits
+    "source_pixels": (torch.int64, 0),  # N
+}
+FACE_BOXES = (torch.int32, 1)  # N x 4, in shards of face crops
 
 
 @dataclass
@@ -71,7 +85,11 @@ def decode_image(
     """The uint8 (3, size, size) tensor of an image file (its face crop, with `face_crop`) and the
     face box found: the one decode path of training, evaluation and prediction. Raises
     ImageTooLargeError above `max_pixels` pixels (None: no limit), UnidentifiedImageError for
-    non-images, OSError / ValueError for unreadable ones (`skip_reason` names each)."""
+    non-images, OSError / ValueError for unreadable ones (`skip_reason` names each).
+
+    Peak memory is the decoded image (a few copies of 4 bytes a pixel, at most `max_pixels` pixels)
+    plus a resize bounded by `size` alone, whatever the aspect ratio (`resize_center_crop`): a
+    100000x1 or 1x100000 PNG adds under 5 MB at 224 px (tests/test_images.py allows 32 MB)."""
     with PIL_LIMIT_LIFTED:  # PIL checks crop boxes against its own limit too: lifted for the crop
         image = load_rgb(path, max(size, FACE_DECODE_SIZE) if face_crop else size, max_pixels)
         box = None
@@ -124,8 +142,15 @@ class DecodeCache:
         self.face_crop = face_crop
         self.max_pixels = max_pixels
         self.entries: dict[str, DecodedImage] = {}
+        damaged = []
         for shard_path in sorted(self.folder.glob("shard-*.pt")):
-            self._load_shard(torch.load(shard_path, mmap=True, weights_only=True))
+            shard, problem = self._read_shard(shard_path)
+            if shard is not None:
+                self._load_shard(shard)
+            elif problem is not None:
+                damaged.append((shard_path, problem))
+        if damaged:
+            self._drop_damaged(damaged)
 
     def get_many(self, paths: list[Path], report: SkipReport) -> tuple[list[Path], list[DecodedImage]]:
         """Decoded images for `paths` (decoding and saving the missing ones); the files that
@@ -173,12 +198,42 @@ class DecodeCache:
             shard["boxes"] = torch.tensor(
                 [image.face_box or NO_BOX for _, image in decoded], dtype=torch.int32
             )
+        shard["checksum"] = shard_checksum(shard)
         self.folder.mkdir(parents=True, exist_ok=True)
-        shard_path = self.folder / f"shard-{uuid.uuid4().hex}.pt"
-        temporary = shard_path.with_suffix(".tmp")
-        torch.save(shard, temporary)
-        temporary.rename(shard_path)
+        # a new name per shard: processes sharing the cache never write the same file
+        with atomic_open(self.folder / f"shard-{uuid.uuid4().hex}.pt", "wb") as handle:
+            torch.save(shard, handle)
         self._load_shard(shard)
+
+    def _read_shard(self, path: Path) -> tuple[dict | None, str | None]:
+        """(the shard saved at `path`, None), (None, what is wrong with it), or (None, None) where it
+        is gone (a damaged shard that another process has just removed)."""
+        try:
+            shard = torch.load(path, mmap=True, weights_only=True)
+        except FileNotFoundError:
+            return None, None
+        except Exception as error:  # any failure to read it: truncated, empty, not a shard
+            first = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:160]
+            return None, f"unreadable, {type(error).__name__}: {first}"
+        problem = shard_problem(shard, self.size, self.face_crop is not None)
+        return (None, problem) if problem else (shard, None)
+
+    def _drop_damaged(self, damaged: list[tuple[Path, str]]) -> None:
+        """Remove the damaged shards and say so in one warning: their images are decoded again."""
+        named = []
+        for path, problem in damaged:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:
+                problem += f"; not removed: {error.strerror}"
+            named.append(f"{path.name} ({problem})")
+        log.warning(
+            "Decode cache %s: %d damaged shard(s) not used and removed, their images are decoded again "
+            "from their files: %s",
+            self.folder,
+            len(damaged),
+            "; ".join(named),
+        )
 
     def _load_shard(self, shard: dict) -> None:
         """Add the entries of a shard."""
@@ -186,6 +241,44 @@ class DecodeCache:
         columns = (shard["keys"], shard["images"], shard["hashes"], shard["source_pixels"], boxes)
         for key, pixels, hash_bits, count, box in zip(*columns, strict=True):
             self.entries[key] = DecodedImage(pixels, hash_bits, _box(box), int(count))
+
+
+def shard_checksum(shard: dict) -> str:
+    """CRC-32 of everything a shard holds but its checksum: its keys, then each tensor's name, dtype,
+    shape and bytes (tensors by name). Checking it reads the whole shard, about as fast as the page
+    cache gives it (benchmarks/decode_cache.py measures it against decoding)."""
+    crc = zlib.crc32("\n".join(shard["keys"]).encode())
+    for name in sorted(set(shard) - {"keys", "checksum"}):
+        tensor = shard[name].contiguous()
+        crc = zlib.crc32(f"|{name}:{tensor.dtype}:{tuple(tensor.shape)}|".encode(), crc)
+        crc = zlib.crc32(tensor.numpy(), crc)
+    return f"crc32:{crc:08x}"
+
+
+def shard_problem(shard: object, size: int, face_boxes: bool) -> str | None:
+    """What is wrong with a loaded shard of `size`-pixel images (with `face_boxes`: of face crops):
+    missing or unexpected fields, tensors of another type or shape than its keys call for, or a
+    checksum that does not match; None for a sound one."""
+    if not isinstance(shard, dict):
+        return f"holds a {type(shard).__name__}, not a shard"
+    tensors = {**SHARD_TENSORS, **({"boxes": FACE_BOXES} if face_boxes else {})}
+    fields = {"keys", "checksum", *tensors}
+    if set(shard) != fields:
+        return f"fields {sorted(map(str, shard))} where a shard has {sorted(fields)}"
+    keys = shard["keys"]
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+        return "its keys are not a list of strings"
+    for name, (dtype, dims) in tensors.items():
+        tensor = shard[name]
+        shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
+        ok = shape is not None and tensor.dtype == dtype and len(shape) == dims + 1 and shape[0] == len(keys)
+        ok = ok and (name != "images" or shape[1:] == (3, size, size)) and (name != "boxes" or shape[1] == 4)
+        if not ok:
+            found = f"{tensor.dtype} {list(shape)}" if shape is not None else type(tensor).__name__
+            return f"{name}: {found} for {len(keys)} keys"
+    if shard["checksum"] != shard_checksum(shard):
+        return "checksum mismatch: what it stores has changed since it was written"
+    return None
 
 
 def _box(stored: torch.Tensor | None) -> Box | None:

@@ -20,6 +20,7 @@ from emotionvision.data.faces import FaceCrop
 from emotionvision.data.grouping import Grouping
 from emotionvision.data.images import DEFAULT_MAX_IMAGE_PIXELS, SkipReport
 from emotionvision.data.manifest import SPLITS, write_manifest
+from emotionvision.data.settings import check_data_settings
 from emotionvision.data.sources import DataSource, FolderSource, ManifestSource, Sample
 from emotionvision.data.splitting import LEFT_OUT, Splitter, log_split_summary
 from emotionvision.errors import UsageError
@@ -89,11 +90,14 @@ class EmotionDataModule(pl.LightningDataModule):
         source: SourceFactory | None = None,
     ) -> None:
         super().__init__()
+        # checked before the source lists (or the demo generates) anything
+        numbers = (split_seed, near_duplicate_bits, image_size, batch_size, num_workers, max_image_pixels)
+        split_ratios = check_data_settings(split_ratios, *numbers)
         self.source = make_source(root, class_map, split_file, source)
         self.root = self.source.root
         self.class_names = self.source.pick_classes(list(classes) if classes else None)
         self.grouping = Grouping(near_duplicate_bits, group_by)
-        self.splitter = Splitter(tuple(split_ratios), split_seed, folds, fold)
+        self.splitter = Splitter(split_ratios, split_seed, folds, fold)
         self.manifest_path = Path(manifest_path) if manifest_path else None
         self.image_size = image_size
         self.cache_dir = Path(cache_dir)
@@ -122,7 +126,7 @@ class EmotionDataModule(pl.LightningDataModule):
         kept = self._leave_out([sample.path for sample in samples], splits == LEFT_OUT)
         paths, images = [samples[i].path for i in kept], [images[i] for i in kept]
         labels, groups, splits = labels[kept], groups[kept], splits[kept]
-        ratios = self.splitter.target_ratios(self.source.presets_splits)
+        ratios = self.splitter.target_ratios(self.source.presets_splits, splits)
         log_split_summary(labels, groups, splits, ratios, self.class_names)
         self.manifest = [
             (str(path), self.class_names[label], split, int(group), *self._box_column(image))
@@ -133,10 +137,10 @@ class EmotionDataModule(pl.LightningDataModule):
         self._build_datasets(images, paths, labels, splits)
 
     def fold_count(self) -> int:
-        """How many cross-validation folds `folds` makes (for 'loso', the number of subjects, read from
-        file names or tables: nothing is decoded)."""
-        subjects = self._subjects(SkipReport())[1] if self.splitter.folds == "loso" else None
-        return self.splitter.fold_count(subjects, self.source.presets_splits, self.root)
+        """How many cross-validation folds `folds` makes (for 'loso', the number of subjects), checked
+        against the images and subjects listed: file names and tables are read, nothing is decoded."""
+        samples, subjects = self._subjects(SkipReport())
+        return self.splitter.fold_count(subjects, self.source.presets_splits, self.root, len(samples))
 
     def _subjects(self, report: SkipReport) -> tuple[list[Sample], np.ndarray | None]:
         """The source's samples of the chosen classes and their subject ids (None: no subjects)."""
@@ -148,7 +152,7 @@ class EmotionDataModule(pl.LightningDataModule):
         ids and images; the options are checked before anything is decoded, skipped.csv written after."""
         report = SkipReport()
         samples, subjects = self._subjects(report)
-        self.splitter.check(subjects, self.source.presets_splits, self.root)
+        self.splitter.check(subjects, self.source.presets_splits, self.root, len(samples))
         labels = [self.class_names.index(sample.label) for sample in samples]
         paths = [sample.path for sample in samples]
         kept_paths, images, kept_labels = decode_labelled(
@@ -173,7 +177,8 @@ class EmotionDataModule(pl.LightningDataModule):
         """The groups (each kept whole) and split names of the decoded samples."""
         paths = [sample.path for sample in samples]
         hashes = torch.stack([image.hash_bits for image in images]).numpy()
-        duplicates, groups = self.grouping.groups(paths, labels, hashes, subjects, self.class_names)
+        pixels = [image.pixels for image in images]  # to tell flat images apart
+        duplicates, groups = self.grouping.groups(paths, labels, hashes, subjects, self.class_names, pixels)
         preset = np.array([sample.split for sample in samples], dtype=object)
         splits = self.splitter.split(
             labels, groups, preset, subjects, duplicates, self.class_names, self.root

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -19,6 +22,12 @@ from emotionvision.errors import UsageError
 log = logging.getLogger(__name__)
 
 SHOWN_CONFLICTS = 5  # duplicate groups with conflicting labels named at WARNING level (the rest at DEBUG)
+# Flat images (one colour: a blank frame, a 1x1 or a strip) all hash to all zeros (no pixel brighter
+# than its left neighbour), so the hash cannot tell them apart: a pair with a flat hash is joined only
+# where the images' THUMBNAIL_SIZE-square thumbnails differ by at most FLAT_TOLERANCE (of 255) on
+# average (`same_picture`)
+THUMBNAIL_SIZE = 4
+FLAT_TOLERANCE = 8.0
 
 
 @dataclass(frozen=True)
@@ -49,13 +58,18 @@ class Grouping:
         hashes: np.ndarray,
         subjects: np.ndarray | None,
         class_names: list[str],
+        pixels: Sequence[torch.Tensor] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The duplicate group of each image (its own, without duplicate grouping) and the group a
-        split keeps whole: duplicate groups merged with `subjects`. Duplicate groups are logged."""
+        split keeps whole: duplicate groups merged with `subjects`. `pixels`: the decoded images
+        (uint8, 3 x S x S), which confirm the pairs of flat images (`near_duplicate_pairs`). Duplicate
+        groups are logged, and label conflicts among them, pairs of one subject aside."""
         duplicates = np.arange(len(paths))
         if self.near_duplicate_bits is not None:
-            duplicates = duplicate_groups(hashes, self.near_duplicate_bits)
-            report_duplicates(paths, labels, duplicates, class_names, self.near_duplicate_bits)
+            pairs = near_duplicate_pairs(hashes, self.near_duplicate_bits, pixels)
+            duplicates = _components(len(paths), *pairs)
+            bits = self.near_duplicate_bits
+            report_duplicates(paths, labels, duplicates, class_names, bits, pairs, subjects)
         return duplicates, duplicates if subjects is None else merge_groups(duplicates, subjects)
 
 
@@ -83,9 +97,22 @@ def subject_names(paths: list[Path], group_by: str) -> list[str]:
     return [match.group(1) for match in matches]
 
 
-def duplicate_groups(hashes: np.ndarray, max_bits: int, chunk: int = 2048) -> np.ndarray:
-    """Group ids (0..G-1, in order of first member) joining images whose hashes differ in at most
-    `max_bits` bits, transitively. `hashes` is a boolean array (N, bits)."""
+def duplicate_groups(
+    hashes: np.ndarray, max_bits: int, chunk: int = 2048, pixels: Sequence[torch.Tensor] | None = None
+) -> np.ndarray:
+    """Group ids (0..G-1, in order of first member) joining the `near_duplicate_pairs` of images,
+    transitively. `hashes` is a boolean array (N, bits)."""
+    return _components(len(hashes), *near_duplicate_pairs(hashes, max_bits, pixels, chunk))
+
+
+def near_duplicate_pairs(
+    hashes: np.ndarray, max_bits: int, pixels: Sequence[torch.Tensor] | None = None, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (rows, cols: both orders, and each image with itself) of images whose hashes (a
+    boolean array, N x bits) differ in at most `max_bits` bits. A pair where either hash is flat (within
+    `max_bits` of no change, or of all change: the hash of a flat image, or of a plain gradient, which
+    says little about the picture) counts only where `pixels` (the decoded images) show the same
+    picture (`same_picture`); without `pixels`, by the hash alone."""
     n = len(hashes)
     signed = np.where(hashes, 1.0, -1.0).astype(np.float32)
     bits = hashes.shape[1]
@@ -96,7 +123,28 @@ def duplicate_groups(hashes: np.ndarray, max_bits: int, chunk: int = 2048) -> np
         close_rows, close_cols = np.nonzero(distance <= max_bits)
         rows.append(close_rows + start)
         cols.append(close_cols)
-    return _components(n, np.concatenate(rows), np.concatenate(cols))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    if pixels is None:
+        return rows, cols
+    ones = hashes.sum(axis=1)
+    flat = (ones <= max_bits) | (ones >= bits - max_bits)
+    check = (flat[rows] | flat[cols]) & (rows != cols)
+    keep = ~check
+    keep[check] = same_picture(pixels, rows[check], cols[check])
+    return rows[keep], cols[keep]
+
+
+def same_picture(pixels: Sequence[torch.Tensor], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Whether the images of each pair (rows[i], cols[i]) look the same: their `THUMBNAIL_SIZE`-square
+    thumbnails differ by at most `FLAT_TOLERANCE` grey levels on average (a flat red image and a flat
+    blue one differ; two copies of one blank frame do not)."""
+    members = np.unique(np.concatenate([rows, cols]))  # thumbnails of these images only
+    thumbnails = np.zeros((len(members), 3 * THUMBNAIL_SIZE**2), dtype=np.float32)
+    for slot, index in enumerate(members):
+        image = pixels[index].float().unsqueeze(0)
+        thumbnails[slot] = F.adaptive_avg_pool2d(image, THUMBNAIL_SIZE).flatten().numpy()
+    first, second = thumbnails[np.searchsorted(members, rows)], thumbnails[np.searchsorted(members, cols)]
+    return np.abs(first - second).mean(axis=1) <= FLAT_TOLERANCE
 
 
 def merge_groups(*groupings: np.ndarray) -> np.ndarray:
@@ -119,23 +167,52 @@ def _components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return rank[group_ids].astype(np.int64)
 
 
-def conflicting_groups(groups: np.ndarray, labels: np.ndarray) -> list[int]:
-    """Ids of duplicate groups whose members carry more than one label."""
-    group_label_pairs = np.unique(np.stack([groups, labels], axis=1), axis=0)
-    group_ids, label_counts = np.unique(group_label_pairs[:, 0], return_counts=True)
-    return group_ids[label_counts > 1].tolist()
+def conflicting_groups(
+    groups: np.ndarray,
+    labels: np.ndarray,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    subjects: np.ndarray | None = None,
+) -> list[int]:
+    """Ids of duplicate groups holding a label conflict: two images joined as near-duplicates (`pairs`:
+    rows and cols; None: any two members of a group) that carry different labels and, with `subjects`,
+    belong to different subjects: one person's expressions may hash alike, and a subject's images go
+    to one split whole anyway."""
+    if pairs is None:
+        # two members of different labels (and subjects) exist where a group holds two labels (and two
+        # subjects: of two members of different labels, one differs in subject from a third member)
+        several = _counts_above_one(groups, labels)
+        if subjects is not None:
+            several &= _counts_above_one(groups, subjects)
+        return np.flatnonzero(several).tolist()
+    rows, cols = pairs
+    conflict = labels[rows] != labels[cols]
+    if subjects is not None:
+        conflict &= subjects[rows] != subjects[cols]
+    return np.unique(groups[rows[conflict]]).tolist()
+
+
+def _counts_above_one(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per group id (0..max), whether its members carry more than one of `values`."""
+    group_values = np.unique(np.stack([groups, values], axis=1), axis=0)
+    return np.bincount(group_values[:, 0], minlength=int(groups.max()) + 1) > 1
 
 
 def report_duplicates(
-    paths: list[Path], labels: np.ndarray, groups: np.ndarray, class_names: list[str], max_bits: int
+    paths: list[Path],
+    labels: np.ndarray,
+    groups: np.ndarray,
+    class_names: list[str],
+    max_bits: int,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    subjects: np.ndarray | None = None,
 ) -> None:
-    """Log the duplicate groups and name those whose members carry conflicting labels."""
+    """Log the duplicate groups and name those holding conflicting labels (`conflicting_groups`)."""
     sizes = np.bincount(groups)
     log.info(
         "Duplicate groups (exact or within %d bits): %d groups, %d images",
         max_bits, int((sizes > 1).sum()), int(sizes[sizes > 1].sum()),
     )  # fmt: skip
-    conflicts = conflicting_groups(groups, labels)
+    conflicts = conflicting_groups(groups, labels, pairs, subjects)
     for rank, group in enumerate(conflicts):
         members = "; ".join(f"{paths[i]} ({class_names[labels[i]]})" for i in np.flatnonzero(groups == group))
         level = logging.WARNING if rank < SHOWN_CONFLICTS else logging.DEBUG

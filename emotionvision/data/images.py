@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from emotionvision.atomic import atomic_open
 from emotionvision.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,8 @@ class SkipReport:
             log.info("... and %d more skipped files (listed at DEBUG level)", len(rows) - shown)
 
     def write_csv(self, path: Path) -> None:
-        """Write the skipped files (columns path, reason) to `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
+        """Write the skipped files (columns path, reason) to `path`, whole or not at all."""
+        with atomic_open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "reason"])
             writer.writerows((str(path), reason) for path, reason in self.rows())
@@ -80,37 +81,61 @@ def skip_reason(error: BaseException, path: Path) -> str:
         return "image too large"
     if isinstance(error, UnidentifiedImageError):
         return "not an image"
+    if path.is_symlink() and not path.exists():  # a dangling link or a loop of links (ELOOP)
+        return "broken link"
     if isinstance(error, FileNotFoundError):
-        return "broken link" if path.is_symlink() else "missing file"
+        return "missing file"
     if isinstance(error, PermissionError):
         return "not readable (permissions)"
     return "unreadable image"
 
 
-def find_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """The files named in `inputs`, folders expanded to their files (sorted, nested folders
-    included). Hidden files in folders are left out and logged with a count, as training does;
-    broken links are kept, so that they get an error row."""
-    files = []
+def find_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
+    """Every file named in `inputs` or found in its folders (sorted, nested folders included), with
+    the reason it is not read, or None: in folders, as training lists them (hidden file, broken link,
+    not a regular file, link to a folder; `list_class_files`, logged with a count); a named file that
+    is no regular file (a FIFO, which reading would block on: not a regular file) or a broken link.
+    Each gets a row, so that every file the user gave shows in the output."""
+    found: list[tuple[Path, str | None]] = []
     for item in map(Path, inputs):
         if item.is_dir():
             listing = SkipReport()
-            found = list_class_files(item, listing)
-            files += sorted([*found, *listing.skipped.pop("broken link", [])])
+            files = list_class_files(item, listing)
+            found += sorted([*((path, None) for path in files), *((path, r) for r, path in _skips(listing))])
             listing.log_summary(item)
-        elif item.is_file() or item.is_symlink():
-            files.append(item)
+        elif item.is_symlink() and not item.exists():
+            log.warning("%s skipped: broken link", item)
+            found.append((item, "broken link"))
+        elif item.exists() and not item.is_file():
+            log.warning("%s skipped: not a regular file", item)
+            found.append((item, "not a regular file"))
+        elif item.is_file():
+            found.append((item, None))
         else:
             raise UsageError(f"Input {item} does not exist (inputs=[...] takes image files and folders).")
-    return files
+    return found
+
+
+def _skips(report: SkipReport) -> list[tuple[str, Path]]:
+    return [(reason, path) for reason, paths in report.skipped.items() for path in paths]
+
+
+def find_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """The files named in `inputs`, folders expanded to their files (sorted, nested folders
+    included). Hidden files, links to folders and other non-files in folders are left out and logged
+    with a count, as training does; broken links are kept (their decode fails with a reason)."""
+    return [path for path, reason in find_inputs(inputs) if reason in (None, "broken link")]
 
 
 def list_class_files(class_dir: Path, report: SkipReport) -> list[Path]:
     """Regular files below `class_dir` in sorted order. Files in nested folders belong to it (their
-    count goes to `report.nested`); hidden files, broken links and other non-files go to `report`."""
+    count goes to `report.nested`); hidden files, broken links, links to folders (not followed) and
+    other non-files go to `report`."""
     files = []
     for path in sorted(class_dir.rglob("*")):
         if path.is_dir():
+            if path.is_symlink():  # rglob does not follow it (a link to a parent folder would loop)
+                report.add("link to a folder (not followed)", path)
             continue
         if any(part.startswith(".") for part in path.relative_to(class_dir).parts):
             report.add("hidden file", path)
@@ -216,23 +241,68 @@ def to_8_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(values.astype(np.uint8), "L")
 
 
+# resize_center_crop's reducing_gap (see Image.resize)
+REDUCING_GAP = 3.0
+# resize_center_crop resizes the whole image where that makes at most this many crops (an aspect ratio
+# up to 16:1), and beyond that only the part of the image the crop reads
+WHOLE_RESIZE_CROPS = 16
+
+
 def resize_center_crop(image: Image.Image, size: int) -> torch.Tensor:
     """Resize the shorter side to `size`, center-crop to size x size; uint8 tensor (3, H, W).
 
     Not `PIL.ImageOps.fit`: that crops a fractional box before resizing and has no `reducing_gap`, so
     its pixels differ wherever the crop is not whole pixels of the resized image or the image shrinks
-    3x or more (tests/test_images.py), and the cache and every checkpoint's preprocessing hold these."""
+    3x or more (tests/test_images.py), and the cache and every checkpoint's preprocessing hold these.
+
+    Memory is bounded whatever the aspect ratio: beyond `image`, a call takes at most about
+    4 x WHOLE_RESIZE_CROPS x size**2 bytes (3.2 MB at size 224). Up to an aspect ratio of 16:1
+    (`WHOLE_RESIZE_CROPS`) the whole image is resized, then cropped. Longer images would take 4 x size**2
+    bytes per unit of aspect ratio that way (a 100000x1 strip at size 224: 20 GB), so only the part
+    the crop reads is reduced and resized (`_resize_crop_part`): its pixels differ from resizing the
+    whole by at most 1. With the decoded image itself (4 bytes per pixel, bounded by the pixel limit),
+    that bounds a decode's peak memory (tests/test_images.py measures it for strip images).
+    """
     width, height = image.size
     scale = size / min(width, height)
-    resized = image.resize(
-        (max(size, round(width * scale)), max(size, round(height * scale))),
-        Image.Resampling.BILINEAR,
-        reducing_gap=3.0,
-    )
-    left = (resized.width - size) // 2
-    top = (resized.height - size) // 2
-    cropped = resized.crop((left, top, left + size, top + size))
+    full = (max(size, round(width * scale)), max(size, round(height * scale)))
+    if full[0] * full[1] > WHOLE_RESIZE_CROPS * size * size:
+        cropped = _resize_crop_part(image, full, size)
+    else:
+        resized = image.resize(full, Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
+        left = (resized.width - size) // 2
+        top = (resized.height - size) // 2
+        cropped = resized.crop((left, top, left + size, top + size))
     return torch.from_numpy(np.asarray(cropped, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def _resize_crop_part(image: Image.Image, full: tuple[int, int], size: int) -> Image.Image:
+    """The centre size x size crop of `image.resize(full, BILINEAR, reducing_gap=REDUCING_GAP)`,
+    resampling only the part of `image` that the crop reads: Image.resize's reducing step is taken
+    on that part, its blocks aligned as for the whole image, then the part is resized by a box. The
+    result differs from the whole resize by at most 1 (PIL passes a box in single precision)."""
+    factors = tuple(
+        int(length / out / REDUCING_GAP) or 1 for length, out in zip(image.size, full, strict=True)
+    )
+    spans = [_crop_span(*axis, size) for axis in zip(image.size, full, factors, strict=True)]
+    (x_first, x_end, x0, x1), (y_first, y_end, y0, y1) = spans
+    part = image.reduce(factors, box=(x_first, y_first, x_end, y_end))
+    return part.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
+
+
+def _crop_span(length: int, out: int, factor: int, size: int) -> tuple[int, int, float, float]:
+    """Along one axis of `_resize_crop_part`: an image `length` pixels long, reduced by `factor`
+    and resized to `out` pixels, of which the centre `size` are kept. Returns the (first, end)
+    source pixels those read (widened to the filter's support plus a pixel, and to whole reduced
+    blocks) and the box (start, end) that resizes the reduced span to them."""
+    reduced = length / factor  # the box's end after Image.resize's reducing step
+    step = reduced / out  # reduced pixels per output pixel
+    offset = (out - size) // 2
+    support = max(step, 1.0)  # the bilinear filter's, in reduced pixels
+    first = max(0, math.floor((offset + 0.5) * step - support) - 1)
+    end = min(-(-length // factor), math.ceil((offset + size - 0.5) * step + support) + 1)
+    box_end = reduced if offset + size == out else (offset + size) * step
+    return first * factor, min(length, end * factor), offset * step - first, box_end - first
 
 
 def difference_hash(image: Image.Image, hash_size: int = 16) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from emotionvision.atomic import atomic_open
 from emotionvision.errors import UsageError
 
 SPLITS = ("train", "val", "test")
@@ -43,10 +44,9 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
 
 
 def write_manifest(path: Path, rows: list[tuple]) -> None:
-    """Write (path, label, split, group[, face_box]) rows as CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write (path, label, split, group[, face_box]) rows as CSV, whole or not at all."""
     extra = ("face_box",) if rows and len(rows[0]) > len(MANIFEST_COLUMNS) else ()
-    with path.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow((*MANIFEST_COLUMNS, *extra))
         writer.writerows(rows)

@@ -30,9 +30,11 @@ class Splitter:
     folds: int | str | None = None
     fold: int | None = None
 
-    def fold_count(self, subjects: np.ndarray | None, presets: bool, where: Path) -> int:
+    def fold_count(self, subjects: np.ndarray | None, presets: bool, where: Path, images: int) -> int:
         """How many folds `folds` makes: the number, or for loso the number of `subjects` (ids per
-        image, None where nothing names subjects); UsageError naming the option for anything else."""
+        image, None where nothing names subjects); UsageError naming the option for anything else, and
+        for more folds than the `images` listed (or their subjects) can make groups: each fold tests
+        whole groups, and near-duplicates only join images into fewer."""
         if self.folds == "loso" and subjects is None:
             raise UsageError("data.folds=loso leaves one group out: set data.group_by to name each subject.")
         if self.folds != "loso" and (not isinstance(self.folds, int) or self.folds < 2):
@@ -42,16 +44,31 @@ class Splitter:
                 f"data.folds: cross-validation splits all images itself, but {where} presets a split: drop "
                 "data.split_file, or use data without train/ and test/ folders or a split column."
             )
-        count = self.folds if self.folds != "loso" else len(np.unique(subjects))
-        if count < 2:
-            raise UsageError(f"data.folds=loso: {where} has one subject; leaving one out needs two or more.")
-        return count
+        count = None if subjects is None else len(np.unique(subjects))
+        if self.folds == "loso":
+            if count < 2:
+                raise UsageError(
+                    f"data.folds=loso: {where} has one subject; leaving one out needs two or more."
+                )
+            return count
+        if count is not None and self.folds > count:
+            raise UsageError(
+                f"data.folds={self.folds}: {where} has {count} subjects, each kept whole in one fold: set "
+                f"data.folds to {count} or fewer (or loso)."
+            )
+        if self.folds > images:
+            raise UsageError(
+                f"data.folds={self.folds}: {where} holds {images} images of the chosen classes, each fold "
+                f"testing whole groups of them: set data.folds to {images} or fewer (5 or 10 is usual)."
+            )
+        return self.folds
 
-    def check(self, subjects: np.ndarray | None, presets: bool, where: Path) -> None:
-        """UsageError naming the option when `folds` and `fold` do not pick a fold of these images."""
+    def check(self, subjects: np.ndarray | None, presets: bool, where: Path, images: int) -> None:
+        """UsageError naming the option when `folds` and `fold` do not pick a fold of the `images`
+        listed."""
         if self.folds is None:
             return
-        count = self.fold_count(subjects, presets, where)
+        count = self.fold_count(subjects, presets, where, images)
         if self.fold is None:
             raise UsageError("data.folds is set but data.fold is not: emotionvision-train runs every fold.")
         if not 0 <= self.fold < count:
@@ -78,11 +95,15 @@ class Splitter:
         check_stratifiable(labels, groups, self.ratios, class_names, where)
         return stratified_group_split(labels, groups, self.ratios, self.seed)
 
-    def target_ratios(self, presets: bool) -> list[float] | None:
-        """The train, val and test shares of a split made here (None for preset or 'loso' splits)."""
+    def target_ratios(self, presets: bool, splits: np.ndarray) -> list[float] | None:
+        """The train, val and test shares of a split made here (None for preset splits). A loso fold's
+        test share is its subject's share of `splits` (the split names), the rest shared by the train
+        and val shares: validation is carved from whole subjects, and its size is checked too."""
         if self.folds is None:
             return None if presets else list(self.ratios)
-        return None if self.folds == "loso" else fold_ratios(self.folds, self.ratios)
+        if self.folds == "loso":
+            return rest_ratios(float(np.mean(splits == "test")), self.ratios)
+        return fold_ratios(self.folds, self.ratios)
 
     def _fold_splits(
         self, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray | None, duplicates: np.ndarray
@@ -192,9 +213,15 @@ def kfold_parts(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -
 
 def fold_ratios(folds: int, ratios: tuple[float, ...]) -> list[float]:
     """The train, val and test shares of one of `folds` folds, validation carved as `ratios` say."""
+    return rest_ratios(1 / folds, ratios)
+
+
+def rest_ratios(test: float, ratios: tuple[float, ...]) -> list[float]:
+    """The train, val and test shares of a split whose test share is `test`, validation carved from
+    the rest as the train and val shares of `ratios` say."""
     train, val = ratios[0] / (ratios[0] + ratios[1]), ratios[1] / (ratios[0] + ratios[1])
-    rest = 1 - 1 / folds
-    return [rest * train, rest * val, 1 / folds]
+    rest = 1 - test
+    return [rest * train, rest * val, test]
 
 
 def check_stratifiable(
@@ -240,7 +267,7 @@ def log_split_summary(
         target = share * len(labels)
         if ratios and abs(members.sum() - target) > tolerance:
             log.warning(
-                "The %s split holds %d images, %.0f off its target of %.0f (data.split_ratios=%s): groups "
-                "too large to share out evenly; fewer groups per split or other ratios may help.",
-                split, members.sum(), members.sum() - target, target, list(ratios),
+                "The %s split holds %d images, %.0f off its target of %.0f (shares %s by data.split_ratios): "
+                "groups too large to share out evenly; fewer groups per split or other ratios may help.",
+                split, members.sum(), members.sum() - target, target, [round(float(r), 3) for r in ratios],
             )  # fmt: skip

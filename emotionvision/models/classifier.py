@@ -13,9 +13,15 @@ from torchmetrics import MeanMetric
 
 from emotionvision.errors import UsageError
 from emotionvision.models.backbones import body_modules, build_backbone, head_names
-from emotionvision.models.checkpoint import read_checkpoint, transfer_weights
+from emotionvision.models.checkpoint import (
+    check_recorded_input_size,
+    check_state,
+    classifier_hparams,
+    read_checkpoint,
+    transfer_weights,
+)
 from emotionvision.models.losses import CrossEntropy
-from emotionvision.models.metrics import EvaluationOutputs, build_metrics, named_scalars
+from emotionvision.models.metrics import EvaluationOutputs, build_metrics, compute_quietly, named_scalars
 from emotionvision.models.tta import mean_log_probabilities, tta_views
 from emotionvision.reporting.figures import confusion_matrix_figure
 from emotionvision.rundir import STAGES, metric_key
@@ -168,7 +174,7 @@ class EmotionClassifier(pl.LightningModule):
         be reduced whenever rank zero's progress bar reads it, out of step with the other ranks: a
         DDP deadlock.)
         """
-        computed = self.metrics[f"{stage}_metrics"].compute()
+        computed = compute_quietly(self.metrics[f"{stage}_metrics"])
         mean_loss = self.mean_losses[f"{stage}_loss"].compute()
         self.metrics[f"{stage}_metrics"].reset()
         self.mean_losses[f"{stage}_loss"].reset()
@@ -198,21 +204,34 @@ class EmotionClassifier(pl.LightningModule):
         }
 
 
-def load_classifier(path: str | Path) -> EmotionClassifier:
+def load_classifier(path: str | Path, option: str = "ckpt_path") -> EmotionClassifier:
     """The trained classifier of a Lightning checkpoint, in eval mode on the CPU.
 
     Class names, input size and normalisation come from the checkpoint's hyperparameters; the
     backbone is built without downloading or reading ImageNet weights (the state dict replaces them).
+    A file that is no such checkpoint, or one that disagrees with itself, ends in one UsageError line
+    naming `option`.
     """
-    checkpoint = read_checkpoint(path)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "state_dict" not in checkpoint or "class_names" not in hparams:
+    if Path(path).suffix == ".onnx":
         raise UsageError(
-            f"{path} is not an EmotionClassifier checkpoint (no state_dict or no class_names in "
-            "hyper_parameters): pass a .ckpt file from a run's checkpoints/ folder."
+            f"{option}: {path} is an ONNX export; this command takes a .ckpt checkpoint of "
+            "emotionvision-train (emotionvision-predict also runs .onnx files)."
         )
-    model = EmotionClassifier(**(hparams | {"pretrained": False, "weights_path": None, "init_from": None}))
+    checkpoint = read_checkpoint(path, option)
+    hparams = classifier_hparams(checkpoint, path, option)
+    check_recorded_input_size(hparams, path, option)
+    try:
+        model = EmotionClassifier(
+            **(hparams | {"pretrained": False, "weights_path": None, "init_from": None})
+        )
+    except (UsageError, TypeError) as error:  # settings the model does not take, or takes otherwise
+        raise UsageError(
+            f"{option}: {path} cannot be rebuilt from its hyper_parameters ({str(error).splitlines()[0]}): "
+            "use a checkpoint written by emotionvision-train."
+        ) from error
     # checkpoints written before the loss became a module hold its class weights: not model state
     state = {key: value for key, value in checkpoint["state_dict"].items() if key != "class_weights"}
+    heads = head_names(hparams["backbone"], model.model)
+    check_state(model, state, path, option, model.class_names, heads, prefix="model.")
     model.load_state_dict(state)
     return model.eval()

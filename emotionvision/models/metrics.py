@@ -15,6 +15,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from emotionvision.reporting.scores import one_vs_rest_quiet
 from emotionvision.rundir import metric_key
 
 OUTPUTS = ("probabilities", "targets", "indices")
@@ -33,6 +34,13 @@ def build_metrics(num_classes: int) -> MetricCollection:
             "confusion_matrix": MulticlassConfusionMatrix(num_classes),
         }
     )
+
+
+def compute_quietly(metrics: MetricCollection) -> dict[str, torch.Tensor]:
+    """`metrics.compute()` without torchmetrics' ROC warnings about a class missing from the epoch's
+    targets (or filling them): a validation set, or the batches of a short epoch, often lacks a class."""
+    with one_vs_rest_quiet():
+        return metrics.compute()
 
 
 def named_scalars(computed: dict[str, torch.Tensor], stage: str, class_names: list[str]) -> dict[str, float]:

@@ -30,25 +30,51 @@ class OnnxClassifier:
     `EmotionClassifier`: `class_names`, `hparams` (input_size, face_crop, mean, std, backbone from the
     metadata), `device`, `to` and `probabilities`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, option: str = "ckpt_path") -> None:
         path = Path(path)
         if not path.is_file():
-            raise UsageError(f"Model {path} does not exist (ckpt_path).")
-        self.session = require("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            raise UsageError(f"Model {path} does not exist ({option}).")
+        runtime = require("onnxruntime")
+        try:
+            self.session = runtime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            reason = str(error).splitlines()[0].split("failed:")[-1].strip() if str(error) else repr(error)
+            raise UsageError(
+                f"{option}: {path} is not an ONNX model onnxruntime can load ({reason}): export one with "
+                "emotionvision-export, or pass a .ckpt checkpoint."
+            ) from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if "class_names" not in meta or "input_size" not in meta:
             raise UsageError(f"{path} has no class_names/input_size metadata: use emotionvision-export.")
-        self.class_names: list[str] = json.loads(meta["class_names"])
-        # attribute access and .get, as a LightningModule's hparams
-        self.hparams = OmegaConf.create(
-            {
-                "input_size": int(meta["input_size"]),
-                "face_crop": json.loads(meta["face_crop"]) if meta.get("face_crop") else None,
-                "mean": json.loads(meta.get("mean", "null")),
-                "std": json.loads(meta.get("std", "null")),
-                "backbone": meta.get("backbone"),
-            }
-        )
+        try:
+            self.class_names: list[str] = json.loads(meta["class_names"])
+            # attribute access and .get, as a LightningModule's hparams
+            self.hparams = OmegaConf.create(
+                {
+                    "input_size": int(meta["input_size"]),
+                    "face_crop": json.loads(meta["face_crop"]) if meta.get("face_crop") else None,
+                    "mean": json.loads(meta.get("mean", "null")),
+                    "std": json.loads(meta.get("std", "null")),
+                    "backbone": meta.get("backbone"),
+                }
+            )
+        except ValueError as error:  # JSONDecodeError, a non-numeric input_size
+            raise UsageError(
+                f"{option}: {path} has damaged metadata ({error}): export it again with emotionvision-export."
+            ) from None
+        if not isinstance(self.class_names, list):
+            raise UsageError(
+                f"{option}: {path} has damaged metadata (class_names is no list): export it again with "
+                "emotionvision-export."
+            )
+        outputs = self.session.get_outputs()[0].shape
+        width = outputs[-1] if outputs else None
+        if isinstance(width, int) and width != len(self.class_names):
+            raise UsageError(
+                f"{option}: {path} disagrees with itself: its output has {width} columns (classes) but its "
+                f"metadata name {len(self.class_names)} classes {self.class_names}: export it again with "
+                "emotionvision-export."
+            )
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cpu")
 

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
+from emotionvision.atomic import write_text
 from emotionvision.reporting.figures import save_png
 from emotionvision.reporting.statistics import PairedDifference, wilson_interval
 from emotionvision.reporting.sweep_runs import (
@@ -191,7 +192,7 @@ def compare(multirun_dirs: list[Path], output_dir: Path, confidence: float = 0.9
     differences = paired_differences(runs, variants, confidence)
     report = markdown_report(runs, variants, metrics, differences, confidence)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "compare.md").write_text(report)
+    write_text(output_dir / "compare.md", report)
     write_csv(output_dir / "summary.csv", summary_rows(runs, variants, metrics))
     write_csv(
         output_dir / "runs.csv",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from emotionvision.atomic import atomic_open
 from emotionvision.rundir import metric_key, paired_key, parse_metric_key
 
 Curves = dict[str, dict[int, float]]  # column -> {epoch: value}
@@ -14,12 +15,10 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     """history.csv: `epoch`, `time` (seconds since fit start at the epoch's end), then every logged
     epoch-level value in sorted order; a value missing in an epoch is left empty. Written atomically."""
     columns = ["epoch", "time", *sorted({key for row in rows for key in row} - {"epoch", "time"})]
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         writer.writerows(rows)
-    temporary.replace(path)
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from emotionvision.atomic import atomic_open
 from emotionvision.rundir import metric_key
 
 
@@ -170,8 +171,9 @@ def image_grid_figure(images: list[np.ndarray], captions: list[str], title: str,
 
 
 def save_png(figure: Figure, path: Path) -> None:
-    """Write the figure as a PNG file at the reports' resolution."""
-    figure.savefig(path, dpi=120)
+    """Write the figure as a PNG file at the reports' resolution, whole or not at all."""
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=120)
 
 
 def face_sheet(paths: list[str], images: list, detector: str, shown: int = 12) -> Figure:

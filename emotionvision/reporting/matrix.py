@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from emotionvision.atomic import write_text
 from emotionvision.reporting.figures import save_png
 from emotionvision.reporting.tables import table_line, write_csv
 from emotionvision.rundir import RunDir
@@ -139,7 +140,7 @@ def write_crosseval(cells: list[CrossCell], trains: list[str], tests: list[str],
     """Write crosseval.md, crosseval.csv and crosseval.png into `output_dir`; returns the markdown."""
     output_dir.mkdir(parents=True, exist_ok=True)
     report = crosseval_markdown(cells, trains, tests)
-    (output_dir / "crosseval.md").write_text(report)
+    write_text(output_dir / "crosseval.md", report)
     write_csv(output_dir / "crosseval.csv", [cell.row() for cell in cells])
     save_png(crosseval_figure(cells, trains, tests), output_dir / "crosseval.png")
     return report

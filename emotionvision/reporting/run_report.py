@@ -17,6 +17,7 @@ from PIL import Image
 from sklearn.metrics import classification_report
 from torch.utils.tensorboard import SummaryWriter
 
+from emotionvision.atomic import atomic_open, write_text
 from emotionvision.reporting.curves import curves_of, overfitting_summary, overfitting_text
 from emotionvision.reporting.figures import (
     confusion_matrix_pair_figure,
@@ -75,7 +76,7 @@ def write_report(
         "errors": _mistakes_figure(paths, targets, probabilities, image_of, class_names, split),
     }
     text = classification_report_text(probabilities, targets, class_names, results)
-    (output_dir / "classification_report.txt").write_text(text)
+    write_text(output_dir / "classification_report.txt", text)
     _write_predictions(RunDir(output_dir).predictions, paths, targets, probabilities, class_names)
     save_figures(figures, output_dir, f"report/{split}")
     log.info(
@@ -114,7 +115,7 @@ def write_training_section(
         log.warning("No %s in the run's history.csv: no learning curves or overfitting diagnostics.", monitor)
         return None
     summary = overfitting_summary(curves, monitor, mode, stopped_epoch)
-    (output_dir / "overfitting.txt").write_text(overfitting_text(summary))
+    write_text(output_dir / "overfitting.txt", overfitting_text(summary))
     quantities = list(dict.fromkeys(["loss", parse_metric_key(monitor).name]))
     figure = learning_curves_figure(curves, quantities, summary["best_epoch"], title)
     save_figures({"learning_curves": figure}, output_dir, "report")
@@ -158,7 +159,7 @@ def _write_predictions(
 ) -> None:
     """path, true label, predicted label and each class probability, one row per image."""
     predicted = probabilities.argmax(dim=1)
-    with path.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true_label", "predicted_label", *(f"prob_{name}" for name in class_names)])
         for image_path, target, guess, row in zip(paths, targets, predicted, probabilities, strict=True):

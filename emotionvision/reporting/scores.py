@@ -21,6 +21,8 @@ from torchmetrics.functional.classification import (
 )
 
 CALIBRATION_BINS = 15
+# torchmetrics' ROC warnings for a class without images (positives) or with every image (negatives)
+ONE_VS_REST_WARNINGS = "No (positive|negative) samples in targets"
 
 
 def report_results(probabilities: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
@@ -66,16 +68,17 @@ def report_results(probabilities: torch.Tensor, targets: torch.Tensor, class_nam
 
 
 def _per_class_auroc(probabilities: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
-    with _one_vs_rest_quiet():
+    with one_vs_rest_quiet():
         return multiclass_auroc(probabilities, targets, k, average=None)
 
 
 @contextmanager
-def _one_vs_rest_quiet() -> Iterator[None]:
-    """Silence torchmetrics' warnings about classes without positive or negative samples: their ROC
-    curves are left out and their ROC-AUC is NaN."""
+def one_vs_rest_quiet() -> Iterator[None]:
+    """Silence torchmetrics' warnings about classes without positive or negative samples (here: their
+    ROC curves are left out and their ROC-AUC is NaN; in the module's training and validation metrics,
+    emotionvision/models/metrics.py, every epoch whose batches miss a class would print them)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
+        warnings.filterwarnings("ignore", message=ONE_VS_REST_WARNINGS, category=UserWarning)
         yield
 
 
@@ -86,7 +89,7 @@ def confusion_matrix(probabilities: torch.Tensor, targets: torch.Tensor) -> torc
 
 def roc_curves(probabilities: torch.Tensor, targets: torch.Tensor) -> tuple[list, list]:
     """One-vs-rest false and true positive rates of each class."""
-    with _one_vs_rest_quiet():
+    with one_vs_rest_quiet():
         fpr, tpr, _ = multiclass_roc(probabilities, targets, probabilities.shape[1])
     return [values.numpy() for values in fpr], [values.numpy() for values in tpr]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from emotionvision.atomic import atomic_open
 from emotionvision.rundir import parse_metric_key
 
 
 def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    """The rows as a CSV file, its columns in order of first appearance."""
+    """The rows as a CSV file, its columns in order of first appearance; written whole or not at all."""
     columns = list(dict.fromkeys(column for row in rows for column in row))
-    with path.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
