@@ -5,6 +5,7 @@ key, e.g. 2 for the README's 2-core figures):
 
     python benchmarks/backbones.py --threads 2
     python benchmarks/backbones.py --threads 2 --timm convnext_nano  # and timm architectures
+    python benchmarks/backbones.py --threads 2 --stems small small_pool  # and ResNet-18's other stems
     python benchmarks/backbones.py --threads 2 --backbones resnet18 vit_b_16 --steps 5 --rounds 1  # quick
 
 Every backbone is an `EmotionClassifier` with FER2013's 7 classes, trained as the trainer trains it:
@@ -29,7 +30,7 @@ import time
 import torch
 
 from emotionvision.models import BACKBONES, EmotionClassifier
-from emotionvision.models.backbones import TIMM, smallest_input_size
+from emotionvision.models.backbones import STEMS, TIMM, smallest_input_size
 from emotionvision.models.losses import CrossEntropy
 from emotionvision.runtime import set_torch_threads
 
@@ -42,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=sorted(BACKBONES), choices=sorted(BACKBONES))
     parser.add_argument("--timm", nargs="*", default=[], metavar="NAME", help="timm architectures too")
+    parser.add_argument("--stems", nargs="*", default=[], choices=STEMS[1:], help="resnet18 stems too")
     parser.add_argument("--size", type=int, default=48, help="image side in px")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per backbone and round")
@@ -54,11 +56,19 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build(key: tuple[str, str | None], size: int) -> tuple[EmotionClassifier, torch.optim.Optimizer]:
-    """The classifier (backbone, timm name) for `size` px and its AdamW, as the default config has them."""
-    backbone, name = key
+Key = tuple[str, str | None, str]  # backbone, timm name, model.stem
+
+
+def build(key: Key, size: int) -> tuple[EmotionClassifier, torch.optim.Optimizer]:
+    """The classifier (backbone, timm name, stem) for `size` px and its AdamW, as the default config has."""
+    backbone, name, stem = key
     model = EmotionClassifier(
-        backbone, FER2013_CLASSES, input_size=size, name=name, loss=CrossEntropy(class_weighted=True)
+        backbone,
+        FER2013_CLASSES,
+        input_size=size,
+        stem=stem,
+        name=name,
+        loss=CrossEntropy(class_weighted=True),
     )
     model.loss.set_class_weights(torch.ones(len(FER2013_CLASSES)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
@@ -78,16 +88,20 @@ def seconds_per_step(
     return (time.perf_counter() - start) / steps
 
 
-def label(key: tuple[str, str | None]) -> str:
-    return key[0] if key[1] is None else f"{key[0]}/{key[1]}"
+def label(key: Key) -> str:
+    backbone, name, stem = key
+    return (backbone if name is None else f"{backbone}/{name}") + (
+        "" if stem == "standard" else f" stem={stem}"
+    )
 
 
 def main() -> None:
     args = parse_args()
     threads = set_torch_threads(args.threads)
     torch.manual_seed(args.seed)
-    keys = [(name, None) for name in dict.fromkeys([REFERENCE, *args.backbones])]
-    keys += [(TIMM, name) for name in args.timm]
+    keys = [(name, None, "standard") for name in dict.fromkeys([REFERENCE, *args.backbones])]
+    keys += [(REFERENCE, None, stem) for stem in args.stems]
+    keys += [(TIMM, name, "standard") for name in args.timm]
     sizes = {key: args.size if key[0] == TIMM else smallest_input_size(key[0], args.size) for key in keys}
     built = {key: build(key, sizes[key]) for key in keys}
     batches = {}
@@ -106,7 +120,7 @@ def main() -> None:
                 f"[round {round_ + 1}/{args.rounds}] {label(key)}: {seconds[key][-1]:.3f} s/step", flush=True
             )
 
-    reference = seconds[(REFERENCE, None)]
+    reference = seconds[(REFERENCE, None, "standard")]
     print(
         f"\nTraining steps at batch {args.batch_size}, {threads} torch threads, median of {args.rounds} "
         f"rounds of {args.steps} steps; s/epoch: FER2013's {FER2013_TRAIN_IMAGES:,} training images"
