@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -230,41 +231,43 @@ def test_long_images_resize_only_the_crop(size: tuple[int, int], side: int, tole
 STRIP_PEAK_MB = 32
 
 
-def _strip_peak_growth(folder: Path) -> dict[str, float]:
-    """Peak RSS growth (MB, ru_maxrss) of a forked process while the decode cache takes a 100000x1
-    and a 1x100000 PNG at 224 px, after an ordinary image (what any decode allocates). The child's
-    address space is capped 2 GB above its start, so a regression fails fast instead of swapping."""
-    import resource  # POSIX only
+# run in a fresh interpreter (a fork of the test process inherits its threads, handlers and address space)
+STRIP_DECODE = """
+import json, resource, sys
+from pathlib import Path
+from emotionvision.data.cache import DecodeCache
+from emotionvision.data.images import SkipReport
+folder = Path(sys.argv[1])
+paths = [folder / name for name in ("40x30.png", "100000x1.png", "1x100000.png")]
+cache = DecodeCache(folder / "cache", 224)
+cache.get_many(paths[:1], SkipReport())
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+status = Path("/proc/self/status").read_text().splitlines()
+virtual = int(next(line for line in status if line.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (virtual + 2**31, resource.RLIM_INFINITY))
+growth = {}
+for path in paths[1:]:
+    kept, _ = cache.get_many([path], SkipReport())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    growth[path.stem], start = ((peak - start) / 1024 if kept == [path] else -1.0), peak
+print(json.dumps(growth))
+"""
 
-    paths = []
+
+def _strip_peak_growth(folder: Path) -> dict[str, float]:
+    """Peak RSS growth (MB, ru_maxrss) of a fresh process while the decode cache takes a 100000x1
+    and a 1x100000 PNG at 224 px, after an ordinary image (what any decode allocates). The process's
+    address space is capped 2 GB above that point, so a regression fails fast instead of swapping."""
     for width, height in ((40, 30), (100_000, 1), (1, 100_000)):
         ramp = (np.arange(width * height) % 251).astype(np.uint8)
-        paths.append(folder / f"{width}x{height}.png")
-        Image.fromarray(np.stack([ramp] * 3, axis=-1).reshape(height, width, 3)).save(paths[-1])
-    cache = DecodeCache(folder / "cache", 224)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            cache.get_many(paths[:1], SkipReport())
-            start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            status = Path("/proc/self/status").read_text().splitlines()
-            virtual = int(next(line for line in status if line.startswith("VmSize")).split()[1]) * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (virtual + 2**31, resource.RLIM_INFINITY))
-            growth = {}
-            for path in paths[1:]:
-                kept, _ = cache.get_many([path], SkipReport())
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                growth[path.stem], start = ((peak - start) / 1024 if kept == [path] else -1.0), peak
-            os.write(write, json.dumps(growth).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        answer = pipe.read()
-    os.waitpid(pid, 0)
-    assert answer, "the decoding process died (out of memory?)"
-    return json.loads(answer)
+        image = Image.fromarray(np.stack([ramp] * 3, axis=-1).reshape(height, width, 3))
+        image.save(folder / f"{width}x{height}.png")
+    environment = os.environ | {"OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", STRIP_DECODE, str(folder)], capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, f"the decoding process failed (out of memory?):\n{result.stderr[-2000:]}"
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc and ru_maxrss in kB")
