@@ -144,3 +144,17 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs(work: Path) -> None:
         in log.stdout + log.stderr + (sweep_dir / "0/train.log").read_text()
     )
     assert json.loads((sweep_dir / "1" / "metrics.json").read_text())["epochs_trained"] == 1
+
+
+def test_a_resumed_run_keeps_its_split(work: Path) -> None:
+    """A resumed run trains on the split it wrote (split.csv), even where its config, or the splitting
+    code of a newer version, would now deal another: images never move between train, val and test."""
+    run_dir = work / "resplit"
+    interrupt_in_second_epoch(work, run_dir, signal.SIGKILL)
+    split = (run_dir / "split.csv").read_text()
+    config = run_dir / ".hydra" / "config.yaml"
+    assert "split_seed: 42\n" in config.read_text()
+    config.write_text(config.read_text().replace("split_seed: 42\n", "split_seed: 1\n"))
+    run(work, f"resume={run_dir}")
+    assert (run_dir / "split.csv").read_text() == split
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_trained"] == 2

@@ -70,7 +70,9 @@ def resume_config(cfg: DictConfig, run: RunDir) -> tuple[DictConfig, bool]:
     """The config to train with and whether the run in `run` already finished.
 
     Resuming a named run: its saved config (resolved, and instantiating only trusted targets:
-    emotionvision/targets.py), from its last checkpoint. `resume=auto`: this config, from the last
+    emotionvision/targets.py), from its last checkpoint, on the split it wrote (split.csv): a resumed
+    run never re-splits, so a change of the splitting code or of the data between the two starts cannot
+    move images between train, val and test. `resume=auto`: this config, from the last
     checkpoint where one exists."""
     if cfg.resume in FRESH:
         if cfg.resume == "auto" and finished(run, cfg.test):
@@ -90,6 +92,8 @@ def resume_config(cfg: DictConfig, run: RunDir) -> tuple[DictConfig, bool]:
     with open_dict(saved):
         saved.ckpt_path = str(run.last_checkpoint)
         saved.resume = None
+        if run.split.is_file():  # the run's own split, whatever today's splitting code would deal
+            saved.data.split_file = str(run.split)
         saved.trusted_targets = list(trusted)  # the command line's, never the file's
     return saved, finished(run, saved.test)
 
