@@ -40,6 +40,10 @@ class BackboneSpec:
     # (ViT: the position embedding interpolated); used for model.weights_path and model.init_from
     adapt_weights: Callable[[nn.Module, dict], dict] | None = None
 
+    def accepts(self, input_size: int) -> bool:
+        """Whether the architecture takes images of `input_size` px."""
+        return input_size >= self.min_input_size and input_size % self.size_multiple == 0
+
 
 # model.stem: the first layers' downsampling. standard: the architecture's own (ResNet: 7x7 stride-2
 # convolution and max-pool, /4); small: a 3x3 stride-1 convolution without max-pool (/1, the FER2013
@@ -147,20 +151,21 @@ def swin_t(pretrained: bool, input_size: int) -> nn.Module:
 def check_input_size(name: str, input_size: int) -> None:
     """UsageError naming data.image_size and a size to set, where backbone `name` cannot take `input_size`."""
     spec = BACKBONES[name]
+    if spec.accepts(input_size):
+        return
     if input_size < spec.min_input_size:
         smallest = -(-spec.min_input_size // spec.size_multiple) * spec.size_multiple
         raise UsageError(
             f"{name} needs images of at least {spec.min_input_size} px, got {input_size}: "
             f"set data.image_size={smallest} (or more)."
         )
-    if input_size % spec.size_multiple:
-        lower = input_size // spec.size_multiple * spec.size_multiple
-        upper = lower + spec.size_multiple
-        sizes = f"{lower} or {upper}" if lower >= spec.min_input_size else str(upper)
-        raise UsageError(
-            f"{name} needs data.image_size to be a multiple of {spec.size_multiple}, got {input_size}: "
-            f"set data.image_size={sizes}."
-        )
+    lower = input_size // spec.size_multiple * spec.size_multiple
+    upper = lower + spec.size_multiple
+    sizes = f"{lower} or {upper}" if lower >= spec.min_input_size else str(upper)
+    raise UsageError(
+        f"{name} needs data.image_size to be a multiple of {spec.size_multiple}, got {input_size}: "
+        f"set data.image_size={sizes}."
+    )
 
 
 def smallest_input_size(name: str, wanted: int) -> int:

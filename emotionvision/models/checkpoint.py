@@ -116,7 +116,7 @@ def check_recorded_input_size(hparams: Mapping, path: str | Path, option: str = 
             f"know (known: {sorted([*BACKBONES, TIMM])})."
         )
     spec = BACKBONES[backbone]
-    if not isinstance(size, int) or size < spec.min_input_size or size % spec.size_multiple:
+    if not isinstance(size, int) or not spec.accepts(size):
         takes = f"images of at least {spec.min_input_size} px"
         if spec.size_multiple > 1:
             takes += f", a multiple of {spec.size_multiple}"
