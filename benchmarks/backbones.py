@@ -1,7 +1,7 @@
 """Backbone benchmark: parameters and training throughput of every registered backbone at 48 px.
 
 Reproduce (from the repository root, on an otherwise idle machine; --threads as the commands' `threads`
-key, e.g. 2 for the README's 2-core figures):
+key, e.g. 2 for docs/results.md's 2-core figures):
 
     python benchmarks/backbones.py --threads 2
     python benchmarks/backbones.py --threads 2 --timm convnext_nano  # and timm architectures

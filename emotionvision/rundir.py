@@ -100,8 +100,19 @@ class RunDir:
 
     def before_training(self) -> set[str]:
         """Names of what a run writes before its first epoch ends, besides its loggers' folders and
-        *.log: nothing a finished epoch writes (checkpoints/, history.csv, metrics.json)."""
-        return {path.name for path in (self.hydra_dir, self.split, self.skipped, self.faces)}
+        *.log: nothing a finished epoch writes (checkpoints/, history.csv, metrics.json). A skipped.csv
+        that lists files is not among them: an error about the data points to it (the clean-up of a
+        failed run's stub directory keeps it, emotionvision/cli/usage.py)."""
+        written = [self.hydra_dir, self.split, self.faces]
+        return {path.name for path in written} | (set() if self.lists_skipped() else {self.skipped.name})
+
+    def lists_skipped(self) -> bool:
+        """True where skipped.csv names at least one file (a row below its header)."""
+        if not self.skipped.is_file():
+            return False
+        with self.skipped.open() as handle:
+            next(handle, None)  # the header
+            return next(handle, None) is not None
 
     def read_config(self) -> DictConfig:
         return OmegaConf.load(self.config)

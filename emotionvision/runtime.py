@@ -1,4 +1,7 @@
-"""Process set-up shared by the commands: torch's CPU thread count from the cores this process may use."""
+"""Process set-up shared by the commands: torch's CPU thread count from the cores this process may use.
+
+torch is imported when the threads are set, not with this module: `--help` and config errors of the
+commands answer without it."""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ import logging
 import math
 import os
 from pathlib import Path
-
-import torch
 
 from emotionvision.errors import UsageError
 
@@ -24,6 +25,8 @@ def set_torch_threads(threads: int | str | None = "auto") -> int:
     torch has then already applied and which wins; an int: that many, whatever the environment says;
     null: torch's own default, untouched.
     """
+    import torch
+
     if threads is None or (threads == "auto" and os.environ.get("OMP_NUM_THREADS")):
         return torch.get_num_threads()
     count = usable_cpus() if threads == "auto" else threads

@@ -11,6 +11,12 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# pytest-xdist (`pytest -n auto`, as CI runs it) runs one worker per core; each worker, and every process
+# it starts, gets an equal share of torch threads, so that workers do not oversubscribe the cores
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // _workers)))
 SIX_EMOTIONS = Path(
     os.environ.get("EMOTIONVISION_SIX_EMOTIONS", REPO_ROOT.parent / "shared" / "datasets" / "six_emotions")
 )

@@ -11,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import BaseFinetuning
 
-from emotionvision.cli.export import export
 from emotionvision.errors import UsageError, usage_error
+from emotionvision.exporting import export
 from emotionvision.models import BACKBONES, EmotionClassifier, build_backbone
 from emotionvision.models.backbones import head_names, resize_vit_embeddings, vit_b_16
 from emotionvision.models.onnx import INSTALL_HINT as ONNX_HINT

@@ -358,3 +358,30 @@ def test_bad_corpus_through_train_eval_and_predict(
     errors = {p.path: p.error.split(":")[0] for p in predictions if p.error}
     assert {Path(p.path) for p in predictions if not p.error} == used
     assert errors == dict(skipped)  # every file training skips has its row, with the same reason
+
+
+def test_a_folder_of_non_images_ends_in_one_line_naming_the_kept_skipped_csv(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """`emotionvision-train data=folder data.root=<non-images>` (a traceback in issue 17): one line,
+    and the skipped.csv it names is kept, though the run directory holds nothing else of use."""
+    from emotionvision.cli.train import main
+
+    root = tmp_path.resolve() / "files"
+    for name in ("anger", "happy"):
+        (root / name).mkdir(parents=True)
+        (root / name / "photo.jpg").write_text("not an image\n")
+        (root / name / "notes.txt").write_text("notes\n")
+    run = tmp_path / "run"
+    argv = ["emotionvision-train", "data=folder", f"data.root={root}", "data.image_size=32", "logger=csv"]
+    monkeypatch.setattr("sys.argv", [*argv, f"paths.root_dir={tmp_path}", f"hydra.run.dir={run}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (
+        f"emotionvision-train: error: No readable images for classes ['anger', 'happy'] under {root} (the "
+        f"files skipped and why: {run / 'skipped.csv'}): add images, or leave the classes out with "
+        "data.classes.\n"
+    )
+    files = sorted(str(path) for path in root.rglob("*") if path.is_file())
+    assert read_rows(run / "skipped.csv") == [(path, "not an image") for path in files]

@@ -38,7 +38,7 @@ class RunsCommand:
 
 @pytest.fixture(scope="module")
 def last(seed_sweep: Path) -> Path:
-    """A last.ckpt of a finished run (model and training state)."""
+    """A last.ckpt of a finished run (model weights; its training state dropped)."""
     return seed_sweep / "0" / "checkpoints" / "last.ckpt"
 
 

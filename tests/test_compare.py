@@ -16,9 +16,10 @@ from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emotionvision.cli.compare import main as compare_main
-from emotionvision.reporting.comparison import compare
+from emotionvision.reporting.comparison import compare, summary_figure
+from emotionvision.reporting.scores import chance_levels
 from emotionvision.reporting.statistics import paired_difference
-from emotionvision.reporting.sweep_runs import load_runs, swept_keys
+from emotionvision.reporting.sweep_runs import assign_variants, load_runs, swept_keys
 
 BIN = Path(sys.executable).parent
 CLASSES = ["anger", "happy", "sad"]
@@ -40,6 +41,7 @@ def write_run(
     (run_dir / "split.csv").write_text("path,label,split,group\n" + split)
     metrics = {"test/acc": acc, "test/macro_f1": acc - 0.05, "test/auroc": acc + 0.1}
     metrics |= {f"test/recall/{name}": acc for name in CLASSES}
+    metrics |= {f"test/support/{name}": count for name, count in zip(CLASSES, (50, 50, 72), strict=True)}
     metrics["test/confusion_matrix"] = [[50, 0], [0, 122]]  # 172 test images
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
@@ -115,6 +117,17 @@ def test_outputs_table_csv_figure_and_tensorboard_hparams(tmp_path: Path) -> Non
     events.Reload()
     assert events.PluginTagToContent("hparams")  # the HParams tab's session data
     assert "test/acc" in events.Tags()["scalars"]
+
+
+def test_summary_figure_draws_each_metrics_chance_line(tmp_path: Path) -> None:
+    runs = load_runs([write_sweep(tmp_path / "sweep", [0.01, 0.02])])
+    figure = summary_figure(runs, assign_variants(runs, swept_keys(runs)))
+    levels = chance_levels([50, 50, 72])
+    for axes, name in zip(figure.axes, ("acc", "macro_f1", "auroc"), strict=True):
+        (line,) = [line for line in axes.get_lines() if line.get_label().startswith("chance")]
+        assert line.get_ydata()[0] == pytest.approx(levels[name])
+        (label,) = [text.get_text() for text in axes.get_legend().get_texts()]
+        assert label == f"chance {levels[name]:.2f}: a uniform random\nguess among 3 classes"
 
 
 def test_runs_on_different_splits_are_flagged(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from emotionvision import exporting
 from emotionvision.cli import export, predict
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport, list_class_files
@@ -78,18 +79,18 @@ def real_images(root: Path, per_class: int = 2) -> list[Path]:
 @needs_onnx
 def test_onnx_matches_pytorch_on_generated_images(checkpoint: Path, onnx_file: Path, tree: Path) -> None:
     classifier = load_classifier(checkpoint)
-    decoded = export.check_batch([tree], SIZE, FaceCrop(**GREY))
+    decoded = exporting.check_batch([tree], SIZE, FaceCrop(**GREY))
     assert len(decoded) == 12  # the broken file is left out by the folder listing
     for images in (decoded, decoded[:1], torch.rand(7, 3, SIZE, SIZE)):  # any batch size
-        assert export.max_difference(classifier, onnx_file, images) <= TOLERANCE
+        assert exporting.max_difference(classifier, onnx_file, images) <= TOLERANCE
 
 
 @needs_onnx
 @pytest.mark.realdata
 def test_onnx_matches_pytorch_on_real_images(checkpoint: Path, onnx_file: Path, six_emotions: Path) -> None:
-    images = export.check_batch(real_images(six_emotions), SIZE, FaceCrop(**GREY))
+    images = exporting.check_batch(real_images(six_emotions), SIZE, FaceCrop(**GREY))
     assert len(images) == 12
-    assert export.max_difference(load_classifier(checkpoint), onnx_file, images) <= TOLERANCE
+    assert exporting.max_difference(load_classifier(checkpoint), onnx_file, images) <= TOLERANCE
 
 
 @needs_onnx
@@ -108,7 +109,7 @@ def test_onnx_metadata_holds_classes_and_preprocessing(onnx_file: Path) -> None:
     assert images.name == "images"
     assert [d.dim_param or d.dim_value for d in images.type.tensor_type.shape.dim] == ["batch", 3, SIZE, SIZE]
     plain = EmotionClassifier("resnet18", CLASSES, input_size=SIZE)
-    assert export.metadata(plain)["face_crop"] == ""
+    assert exporting.metadata(plain)["face_crop"] == ""
 
 
 @needs_onnx
@@ -138,12 +139,12 @@ def test_predict_runs_the_onnx_file_like_the_checkpoint(
 
 @pytest.mark.slow
 def test_torch_export_round_trip(checkpoint: Path, tmp_path: Path) -> None:
-    path, difference = export.export(checkpoint, "torch_export", tmp_path / "tiny.pt2", check_images=[])
+    path, difference = exporting.export(checkpoint, "torch_export", tmp_path / "tiny.pt2", check_images=[])
     assert path == tmp_path / "tiny.pt2" and difference is not None and difference <= TOLERANCE
-    extra = {export.METADATA_FILE: ""}
+    extra = {exporting.METADATA_FILE: ""}
     module = torch.export.load(path, extra_files=extra).module()
     classifier = load_classifier(checkpoint)
-    assert json.loads(extra[export.METADATA_FILE]) == export.metadata(classifier)
+    assert json.loads(extra[exporting.METADATA_FILE]) == exporting.metadata(classifier)
     images = torch.rand(5, 3, SIZE, SIZE)
     with torch.inference_mode():
         assert (module(images) - classifier.probabilities(images)).abs().max() <= TOLERANCE
@@ -154,9 +155,9 @@ def test_bad_format_output_and_missing_package_are_named(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     with pytest.raises(ValueError, match=r"format='tflite': choose one of onnx, torch_export"):
-        export.export(checkpoint, "tflite")
+        exporting.export(checkpoint, "tflite")
     with pytest.raises(ValueError, match=r"output=.*model\.pt: a format=onnx file must end with \.onnx"):
-        export.export(checkpoint, "onnx", tmp_path / "model.pt")
+        exporting.export(checkpoint, "onnx", tmp_path / "model.pt")
     with pytest.raises(ImportError, match=r'no_such_module.*pip install "emotionvision\[export\]"'):
         onnx.require("no_such_module")
     argv = ["emotionvision-export", f"ckpt_path={checkpoint}", "format=tflite", f"hydra.run.dir={tmp_path}"]

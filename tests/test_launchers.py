@@ -87,6 +87,7 @@ def test_a_sweep_optimises_the_one_monitored_metric(tmp_path: Path, make_tree, q
     Optuna receives."""
     root = make_tree(tmp_path / "images")
     overrides = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", "monitor.metric=val/acc"]
+    overrides.append("keep_training_state=true")  # the early-stopping state is read from last.ckpt
     sweep_dir = sweep([*overrides, "data=folder", f"data.root={root}", *quick_run_overrides], tmp_path)
     trial = json.loads((sweep_dir / "0/metrics.json").read_text())
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())

@@ -1,5 +1,7 @@
-"""Multiruns of the commands besides emotionvision-train: `-m` sweeps their own keys, and the
-cross-validation sweep of data.folds (conf/hydra/train.yaml) is emotionvision-train's alone."""
+"""Multiruns: the jobs of a sweep hold the overrides typed (and their value of the swept keys), with
+the libraries' chatter in their log files, not on the console; the commands besides
+emotionvision-train sweep their own keys, and the cross-validation sweep of data.folds
+(conf/hydra/train.yaml) is emotionvision-train's alone."""
 
 from __future__ import annotations
 
@@ -21,17 +23,28 @@ from emotionvision.rundir import RunDir
 BIN = Path(sys.executable).parent
 CLASSES = ["anger", "happy", "sad"]
 SIZE = 32
+# what Lightning (INFO lines) and the libraries (Python warnings) print unasked
+CHATTER = ["Seed set to", "GPU available", "TPU available", "💡 Tip", "litlogger", "litmodels", "_pytree"]
+CHATTER += ["No positive samples", "Warning"]
+# in the job's log file instead, at DEBUG
+GPU_LINE = "[lightning.pytorch.utilities.rank_zero][DEBUG] - GPU available:"
 
 
-def multirun(command: str, args: list[str], cwd: Path) -> Path:
-    """Run `<command> -m ARGS` in cwd; the sweep directory it wrote."""
+def multirun(command: str, args: list[str], cwd: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run `<command> -m ARGS` in cwd; the sweep directory it wrote and the process's result."""
     env = {key: value for key, value in os.environ.items() if key != "EMOTIONVISION_ROOT"}
     result = subprocess.run(
         [str(BIN / command), "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     (sweep_dir,) = cwd.glob("logs/*/multiruns/*")
-    return sweep_dir
+    return sweep_dir, result
+
+
+def assert_quiet(result: subprocess.CompletedProcess) -> None:
+    """Nothing on stderr, no library chatter on stdout (emotionvision/cli/logs.py)."""
+    assert result.stderr == "", result.stderr[-3000:]
+    assert not [text for text in CHATTER if text in result.stdout], result.stdout[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +71,9 @@ def test_eval_sweeps_checkpoints(tmp_path: Path, checkpoints: list[Path], make_t
     tree = make_tree(tmp_path / "faces", {name: 2 for name in CLASSES}, size=SIZE)
     first, second = checkpoints
     args = [f"ckpt_path={first},{second}", f"data.root={tree}", "trainer.accelerator=cpu"]
-    sweep_dir = multirun("emotionvision-eval", args, tmp_path)
+    sweep_dir, result = multirun("emotionvision-eval", args, tmp_path)
+    assert_quiet(result)
+    assert GPU_LINE in (sweep_dir / "0" / "evaluate.log").read_text()  # the job is named after evaluate.py
     reports = []
     for job, checkpoint in zip(("0", "1"), checkpoints, strict=True):
         assert f"ckpt_path={checkpoint}" in job_overrides(sweep_dir / job)
@@ -73,7 +88,7 @@ def test_predict_sweeps_top_k(tmp_path: Path, checkpoints: list[Path], make_tree
     """`emotionvision-predict -m ... top_k=1,2`: a job per value, each with its predictions.csv."""
     tree = make_tree(tmp_path / "faces", {name: 2 for name in CLASSES}, size=SIZE)
     args = [f"ckpt_path={checkpoints[0]}", f"inputs=[{tree}]", "top_k=1,2", "device=cpu"]
-    sweep_dir = multirun("emotionvision-predict", args, tmp_path)
+    sweep_dir, _ = multirun("emotionvision-predict", args, tmp_path)
     for job, top_k in (("0", 1), ("1", 2)):
         assert f"top_k={top_k}" in job_overrides(sweep_dir / job)
         with RunDir(sweep_dir / job).predictions.open() as handle:
@@ -84,12 +99,33 @@ def test_predict_sweeps_top_k(tmp_path: Path, checkpoints: list[Path], make_tree
         ]
 
 
+@pytest.mark.slow
+def test_train_sweep_jobs_hold_the_typed_overrides_and_a_quiet_console(
+    tmp_path: Path, make_tree, quick_run_overrides: list[str]
+) -> None:
+    """`emotionvision-train -m seed=0,1 ...`: each job's overrides.yaml holds the typed keys, in order,
+    with its seed and nothing else (no data.fold); Lightning's INFO lines and Python warnings are kept
+    at DEBUG in its train.log, off the console."""
+    tree = make_tree(tmp_path / "faces", dict.fromkeys(CLASSES, 6), size=SIZE)
+    typed = ["data=folder", f"data.root={tree}", *quick_run_overrides, "trainer.accelerator=cpu"]
+    sweep_dir, result = multirun("emotionvision-train", ["seed=0,1", *typed], tmp_path)
+    assert_quiet(result)
+    for seed in (0, 1):
+        overrides = job_overrides(sweep_dir / str(seed))
+        assert overrides[0] == f"seed={seed}"
+        assert [line.split("=")[0] for line in overrides[1:]] == [line.split("=")[0] for line in typed]
+    log = (sweep_dir / "0" / "train.log").read_text()
+    assert "[lightning.fabric.utilities.seed][DEBUG] - Seed set to 0" in log
+    assert GPU_LINE in log
+
+
 @pytest.mark.parametrize("app", ["eval", "predict", "export", "crosseval"])
 def test_only_train_sweeps_folds(app: str) -> None:
     """The other commands' Hydra settings carry no fold mode, fold sweep, fold directory or summary."""
     with initialize_config_module(config_module="emotionvision.conf", version_base="1.3"):
         config = compose(config_name=app, return_hydra_config=True)
     hydra_config = OmegaConf.to_container(config.hydra, resolve=False)
-    assert hydra_config["callbacks"] == {} and hydra_config["sweeper"]["params"] is None
+    assert list(hydra_config["callbacks"]) == ["capture_warnings"]  # every command's
+    assert hydra_config["sweeper"]["params"] is None
     assert hydra_config["mode"] is None and hydra_config["sweep"]["subdir"] == "${hydra.job.num}"
     assert "fold" not in json.dumps(hydra_config)

@@ -17,7 +17,7 @@ from PIL import Image
 from emotionvision import inference
 from emotionvision.cli import predict
 from emotionvision.data.cache import DecodeCache
-from emotionvision.data.images import SkipReport, list_class_files
+from emotionvision.data.images import SkipReport, find_inputs, list_class_files
 from emotionvision.errors import UsageError
 from emotionvision.inference import Predictor
 from emotionvision.models import EmotionClassifier
@@ -72,6 +72,24 @@ def test_predict_reports_unreadable_files_and_carries_on(checkpoint: Path, odd_f
     assert "cannot identify image file" in by_name["c_text.jpg"].error
     assert "truncated" in by_name["d_truncated.jpg"].error
     assert by_name["d_truncated.jpg"].labels == []
+
+
+def test_a_folder_logs_its_file_count_and_subfolders_only_where_it_has_them(
+    odd_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(plain / name)
+    caplog.set_level("INFO", logger="emotionvision.data.images")
+    find_inputs([plain, odd_folder])
+    messages = [record.getMessage() for record in caplog.records]
+    # the hidden file is not counted (it gets an error row), the one in nested/ is
+    assert messages[:2] == [
+        f"{plain}: 2 files to read",
+        f"{odd_folder}: 4 files to read (1 of them in subfolders)",
+    ]
+    assert not any("nested folders" in message for message in messages)
 
 
 def test_preprocessing_is_exactly_trainings(checkpoint: Path, odd_folder: Path) -> None:

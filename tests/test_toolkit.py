@@ -294,6 +294,7 @@ def toolkit_cfg(tmp_path_factory, make_tree, quick_run_overrides, tiny_backbone)
         "averaging=ema",
         f"callbacks.weight_averaging.decay={DECAY}",
         "test=false",
+        "keep_training_state=true",  # the resume test continues from last.ckpt's EMA state
     ]
 
     def _compose(*extra: str):
@@ -344,7 +345,7 @@ def test_ema_is_validated_checkpointed_and_loaded(ema_run) -> None:
 
 
 def test_export_writes_the_averaged_weights(ema_run, tmp_path: Path) -> None:
-    from emotionvision.cli.export import export
+    from emotionvision.exporting import export
 
     output, model, _, recorder = ema_run
     path, _ = export(output / "checkpoints" / "last.ckpt", "torch_export", tmp_path / "m.pt2", check=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +39,14 @@ def run_cli(command: list[str], cwd: Path, timeout: int = 300) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, make_tree) -> Path:
-    """`python -m emotionvision.cli.train` on 3 x 12 images for 2 epochs; the run directory."""
+    """`python -m emotionvision.cli.train` on 3 x 12 images for 2 epochs, its output captured (not a
+    terminal: kept in console.txt beside the images), keeping its training state (to be continued by
+    ckpt_path=); the run directory."""
     cwd = tmp_path_factory.mktemp("e2e")
     root = make_tree(cwd / "images", dict.fromkeys(CLASSES, 12))
-    run_cli([sys.executable, "-m", "emotionvision.cli.train", f"data.root={root}", *TINY_RUN], cwd)
+    command = [sys.executable, "-m", "emotionvision.cli.train", f"data.root={root}", *TINY_RUN]
+    result = run_cli([*command, "keep_training_state=true"], cwd)
+    (cwd / "console.txt").write_text(result.stdout + result.stderr)
     runs = list((cwd / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 1, runs
     return runs[0]
@@ -124,7 +129,21 @@ def test_checkpoints_load_safely_and_carry_class_names(first_run: Path) -> None:
         assert checkpoint["hyper_parameters"]["class_names"] == CLASSES
         assert checkpoint["hyper_parameters"]["input_size"] == 32
         assert checkpoint["state_dict"]["model.fc.weight"].shape == (3, 512)
-    assert torch.load(first_run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    last = torch.load(first_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1
+    assert "optimizer_states" in last  # keep_training_state=true (the default drops it: test_disk.py)
+
+
+def test_epoch_progress_is_logged_where_output_is_not_a_terminal(first_run: Path) -> None:
+    """A line per epoch in train.log (the monitored metric, seconds, ETA), no progress bar in the output."""
+    log = (first_run / "train.log").read_text()
+    value = r"\d+\.\d+"
+    line = (
+        rf"Epoch (\d)/2: train/loss {value}, val/loss {value}, val/macro_f1 {value}; {value} s; ETA \d\d:\d\d"
+    )
+    assert re.findall(line, log) == ["1", "2"], log[-3000:]
+    console = (first_run.parents[3] / "console.txt").read_text()
+    assert "\r" not in console and "it/s]" not in console  # Lightning's bar redraws with \r
 
 
 @pytest.mark.slow

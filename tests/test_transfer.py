@@ -118,7 +118,8 @@ def test_gradual_unfreezes_with_a_lower_backbone_rate(
         "callbacks.finetune.unfreeze_backbone_at_epoch=1",
         f"model.init_from={init}",
     ]
-    run = fit(compose_train, tmp_path, root, "gradual", *overrides, "trainer.max_epochs=2", "scheduler=none")
+    overrides += ["trainer.max_epochs=2", "scheduler=none", "keep_training_state=true"]  # reads the optimizer
+    run = fit(compose_train, tmp_path, root, "gradual", *overrides)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     groups = checkpoint["optimizer_states"][0]["param_groups"]
     assert len(groups) == 2  # the heads, then the unfrozen backbone

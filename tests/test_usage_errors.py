@@ -41,14 +41,14 @@ def run(work: Path, program: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def error_line(result: subprocess.CompletedProcess, program: str) -> str:
-    """The one `<program>: error: ...` line of stderr (its last line), checked: exit status 1, no
-    traceback, no Hydra job report."""
+    """The one `<program>: error: ...` line of stderr, checked: exit status 1, no traceback, no Hydra
+    job report, nothing else on stderr (no library chatter before it: emotionvision/cli/logs.py)."""
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     assert "Traceback" not in output and "Error executing job" not in result.stderr, output[-3000:]
     lines = result.stderr.splitlines()
     errors = [line for line in lines if line.startswith(f"{program}: error: ")]
-    assert errors == lines[-1:], result.stderr[-3000:]
+    assert len(errors) == 1 and lines == errors, result.stderr[-3000:]
     return errors[0]
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 from lightning.pytorch.callbacks import Callback
 
+from emotionvision.reporting.cam import check_method, write_cam_report
 from emotionvision.reporting.curves import read_history
 from emotionvision.reporting.run_report import write_report, write_training_section
 from emotionvision.rundir import RunDir, best_key
@@ -23,6 +25,8 @@ class ReportCallback(Callback):
     (they are computed once, here). `run_dir` is the training run (evaluation of a checkpoint writes
     elsewhere); it defaults to `output_dir`. `subsets` ({name: regular expression on the file name})
     adds the accuracy and macro-F1 of parts of the split (FER2013's PublicTest_ and PrivateTest_).
+    `explain` (gradcam | eigencam | None) adds the class-activation maps of the tested images
+    (emotionvision/reporting/cam.py: cam_by_class.png, errors_cam.png, their faithfulness).
     """
 
     def __init__(
@@ -33,6 +37,7 @@ class ReportCallback(Callback):
         run_dir: str | Path | None = None,
         split: str = "test",
         subsets: dict[str, str] | None = None,
+        explain: str | None = "gradcam",
     ) -> None:
         self.output = RunDir(output_dir)
         self.run = RunDir(run_dir) if run_dir else self.output
@@ -40,6 +45,9 @@ class ReportCallback(Callback):
         self.mode = mode
         self.split = split
         self.subsets = subsets
+        if explain:
+            check_method(explain)
+        self.explain = explain
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -62,16 +70,27 @@ class ReportCallback(Callback):
         loader = trainer.test_dataloaders
         dataset = (loader[0] if isinstance(loader, list) else loader).dataset
         indices = outputs["indices"].tolist()
+        paths = [str(dataset.paths[i]) for i in indices]
+        probabilities = outputs["probabilities"].float()
+
+        def image_of(i: int) -> np.ndarray:
+            return dataset.images[indices[i]].pixels.permute(1, 2, 0).numpy()
+
         report = write_report(
             self.output.path,
             self.split,
-            [str(dataset.paths[i]) for i in indices],
+            paths,
             outputs["targets"],
-            outputs["probabilities"].float(),
+            probabilities,
             pl_module.class_names,
-            lambda i: dataset.images[indices[i]].pixels.permute(1, 2, 0).numpy(),
+            image_of,
             self.subsets,
         )
+        if self.explain:
+            report |= write_cam_report(
+                self.output.path, self.split, pl_module, paths, outputs["targets"], probabilities,
+                pl_module.class_names, image_of, self.explain,
+            )  # fmt: skip
         scalars = {key: value for key, value in report.items() if isinstance(value, float)}
         pl_module.log_dict(scalars, rank_zero_only=True)
         report["tta"] = pl_module.tta  # the test-time augmentation the probabilities were averaged over

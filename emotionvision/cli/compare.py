@@ -6,8 +6,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from emotionvision.reporting.comparison import compare
-
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
@@ -32,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--confidence", type=float, default=0.95, help="level of intervals and tests")
     args = parser.parse_args(argv)
+    from emotionvision.reporting.comparison import compare  # torch (TensorBoard's writer): after --help
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     output_dir = args.output or args.multirun_dirs[0] / "compare"
     try:

@@ -1,23 +1,28 @@
 """`emotionvision-crosseval`: every checkpoint (a row, named after its training set) tested on every
 data set (a column) on the classes they share. Each cell is an emotionvision-eval run, with its
 report in cells/<checkpoint>_on_<tree>/; the matrix goes to crosseval.md, crosseval.csv and
-crosseval.png."""
+crosseval.png.
+
+The data, evaluation and reporting modules (torch, Lightning, matplotlib) are imported where a cell
+uses them, so that `--help` and a config error answer without them."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from emotionvision.cli.hydra_compat import share_config_store
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
-from emotionvision.data.folders import checked_class_map
 from emotionvision.errors import UsageError, check_arguments
-from emotionvision.evaluation import NoSharedClassError, evaluate
-from emotionvision.reporting.matrix import CrossCell, write_crosseval
 from emotionvision.rundir import metric_key
+
+if TYPE_CHECKING:
+    from emotionvision.reporting.matrix import CrossCell
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,8 @@ TREE_FORMS = (
 def crosseval(cfg: DictConfig) -> list[CrossCell]:
     """Evaluate each of `cfg.checkpoints` on each of `cfg.trees` and write the matrix into
     `cfg.output_dir`; returns its cells, row by row."""
+    from emotionvision.reporting.matrix import write_crosseval
+
     checkpoints = _named(cfg.checkpoints, "checkpoints", "checkpoints={ckplus: RUN/checkpoints/best.ckpt}")
     trees = {name: tree_spec(name, spec) for name, spec in _named(cfg.trees, "trees", TREE_FORMS).items()}
     _check_exist({f"checkpoints.{name}": path for name, path in checkpoints.items()})
@@ -72,6 +79,8 @@ def tree_spec(name: str, spec: str | DictConfig) -> dict:
 
 def cell_config(cfg: DictConfig, checkpoint: Path, tree: dict, output_dir: Path) -> DictConfig:
     """The emotionvision-eval config of one cell: the tree's class map over `data.class_map`."""
+    from emotionvision.data.folders import checked_class_map
+
     data = {
         "root": tree.get("root"),
         "split_file": tree.get("split_file"),
@@ -89,6 +98,9 @@ def evaluate_cell(
 ) -> CrossCell:
     """The cell of `checkpoint` (row `train`) on `tree` (column `test`), its report in `output_dir`/
     cells/<train>_on_<test>; empty when they share no class."""
+    from emotionvision.evaluation import NoSharedClassError, evaluate
+    from emotionvision.reporting.matrix import CrossCell
+
     log.info("Cross-data-set cell: %s on %s", train, test)
     report = f"cells/{train}_on_{test}"
     try:
@@ -112,6 +124,7 @@ def evaluate_cell(
 
 # the resolvers of conf/hydra/default.yaml, before Hydra composes
 register_resolvers()
+share_config_store()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="crosseval")

@@ -6,6 +6,9 @@ groups of the data) and puts `data.fold=range(N)` among the sweeper's parameters
 with other swept keys and run under any launcher; every fold runs in `fold<k>/` (under a directory named
 by the other swept values, `${fold_subdir:}`); when the sweep ends, the callback writes each
 cross-validation's summary.
+
+The reporting modules (scipy, torch) are imported where a sweep uses them, not with the commands:
+`emotionvision-train --help` and a config error answer without them.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from emotionvision.errors import UsageError, usage_error, usage_exit
-from emotionvision.reporting.cv_summary import write_cv_summary
-from emotionvision.reporting.sweep_runs import FOLD_KEY
 from emotionvision.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def fold_subdir(num: int, fold: int | None, sweep_dir: str, overrides: ListConfi
 def sweep_override_keys(multirun_config: Path) -> set[str]:
     """The keys a sweep gives several values (`a,b`, `range(...)`), on its command line or in its
     sweeper parameters, data.fold aside; empty without the sweep's multirun.yaml."""
+    from emotionvision.reporting.sweep_runs import FOLD_KEY
+
     if not multirun_config.is_file():
         return set()
     master = OmegaConf.load(multirun_config)
@@ -95,6 +98,8 @@ class CrossValidation(Callback):
             raise usage_exit(usage) from None
         self.planned_folds = count
         if count is not None:
+            from emotionvision.reporting.sweep_runs import FOLD_KEY
+
             sweeper = config.hydra.sweeper
             with read_write(sweeper):
                 sweeper.params = {FOLD_KEY: f"range({count})", **sweeper_params(sweeper)}
@@ -102,6 +107,8 @@ class CrossValidation(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """The summary of each cross-validation (its folds' runs share all other overrides) in the
         folds' parent directory."""
+        from emotionvision.reporting.cv_summary import write_cv_summary  # torch, via TensorBoard's writer
+
         for parent, fold_dirs in cross_validations(Path(config.hydra.sweep.dir)).items():
             report = write_cv_summary(parent, fold_dirs, self.planned_folds)
             log.info("Cross-validation summary of %d fold runs in %s\n%s", len(fold_dirs), parent, report)
@@ -126,6 +133,8 @@ def fold_count(config: DictConfig) -> int | None:
 
 def cross_validations(sweep_dir: Path) -> dict[Path, list[Path]]:
     """{directory holding the folds: fold run directories in fold order} of the fold runs of a sweep."""
+    from emotionvision.reporting.sweep_runs import FOLD_KEY
+
     folds: dict[Path, list[tuple[int, Path]]] = defaultdict(list)
     for config_file in sweep_dir.glob(f"**/{RunDir('.').config}"):  # **/.hydra/config.yaml
         run = RunDir(config_file.parent.parent)

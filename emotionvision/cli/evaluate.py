@@ -7,20 +7,23 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from emotionvision.cli.hydra_compat import share_config_store
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.errors import check_arguments
-from emotionvision.evaluation import evaluate
 from emotionvision.runtime import set_torch_threads
 
 # the resolvers of conf/hydra/default.yaml, before Hydra composes
 register_resolvers()
+share_config_store()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="eval")
 @reports_usage_errors("emotionvision-eval")
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
+    from emotionvision.evaluation import evaluate  # torch and Lightning: not for --help or a config error
+
     set_torch_threads(cfg.threads)
     check_arguments(cfg.trainer, "trainer")
     evaluate(cfg)

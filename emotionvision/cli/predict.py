@@ -9,9 +9,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from emotionvision.cli.hydra_compat import share_config_store
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
-from emotionvision.inference import Predictor, check_output, write_predictions
 from emotionvision.runtime import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -19,12 +19,16 @@ log = logging.getLogger(__name__)
 
 # the resolvers of conf/hydra/default.yaml, before Hydra composes
 register_resolvers()
+share_config_store()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="predict")
 @reports_usage_errors("emotionvision-predict")
 def main(cfg: DictConfig) -> None:
     """Console entry point: predict `inputs` with `ckpt_path` and write `output`."""
+    from emotionvision.inference import Predictor, check_output, write_predictions  # torch: not for --help
+    from emotionvision.reporting.cam import check_explainable, explain_predictions
+
     set_torch_threads(cfg.threads)
     output = Path(cfg.output)
     check_output(output)
@@ -36,8 +40,13 @@ def main(cfg: DictConfig) -> None:
         tta=cfg.tta,
         max_image_pixels=cfg.max_image_pixels,
     )
+    if cfg.explain:
+        check_explainable(predictor.model, cfg.cam_method)
     predictions = predictor.predict(inputs, top_k=cfg.top_k)
     write_predictions(predictions, output)
+    if cfg.explain:
+        overlays = explain_predictions(predictor, predictions, output.parent / "cam", cfg.cam_method)
+        log.info("%d %s overlays written to %s", len(overlays), cfg.cam_method, output.parent / "cam")
     unreadable = sum(p.error is not None for p in predictions)
     log.info(
         "Predictions (tta=%s) for %d files written to %s (%d unreadable)",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from emotionvision.cli.ddp import launched_rank, shared_run_name
 from emotionvision.errors import UsageError, usage_exit
 from emotionvision.rundir import RunDir, metric_key
 from emotionvision.targets import trusted_config
@@ -40,7 +41,7 @@ def run_dir(resume: str | None, runs_root: str, name: str) -> str:
 
 def _run_dir(resume: str | None, runs_root: str, name: str) -> str:
     if resume in FRESH:
-        return f"{runs_root}/{name}"
+        return f"{runs_root}/{shared_run_name(name)}"
     if resume == "last":
         return str(last_run(Path(runs_root)))
     path = Path(resume)
@@ -51,9 +52,12 @@ def _run_dir(resume: str | None, runs_root: str, name: str) -> str:
     return str(path)
 
 
-def config_subdir(resume: str | None) -> str:
+def config_subdir(resume: str | None) -> str | None:
     """Where Hydra writes the composed config: .hydra, or, when resuming, a folder of its own inside
-    it, so that the run's original config is kept."""
+    it, so that the run's original config is kept; None (not written) on ranks 1..N-1 of a cluster
+    launcher (emotionvision/cli/ddp.py)."""
+    if launched_rank() > 0:
+        return None
     return ".hydra" if resume in FRESH else f".hydra/resumed_{datetime.now():%Y-%m-%d_%H-%M-%S}"
 
 

@@ -88,6 +88,7 @@ class TrainConfig:
     ckpt_path: str | None = None
     trusted_targets: list[str] = field(default_factory=list)  # emotionvision/targets.py
     test: bool = MISSING
+    keep_training_state: bool = False  # emotionvision.callbacks.DropTrainingState
     tta: str = MISSING  # none | flip | ten_crop (emotionvision.models.tta.check_tta)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     paths: Any = MISSING

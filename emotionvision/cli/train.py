@@ -1,26 +1,30 @@
-"""`emotionvision-train`: compose the config, instantiate, fit, test: callbacks write the run directory."""
+"""`emotionvision-train`: compose the config, instantiate, fit, test: callbacks write the run directory.
+
+Lightning, torch and the models are imported when a run starts (in `train`, `instantiate_run` and
+`set_torch_threads`), so that `--help`, `--cfg job` and a config error answer without them."""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from emotionvision.cli.crossval import register_fold_resolvers
 from emotionvision.cli.ddp import keep_ranks_in_job_dir
+from emotionvision.cli.hydra_compat import share_config_store
 from emotionvision.cli.resume import register_resolvers, resume_config
 from emotionvision.cli.schemas import register_schemas
 from emotionvision.cli.usage import reports_usage_errors
 from emotionvision.errors import check_arguments
-from emotionvision.models.checkpoint import check_training_checkpoint
-from emotionvision.models.tta import check_tta
 from emotionvision.rundir import RunDir, best_key
 from emotionvision.runtime import set_torch_threads
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,12 @@ def train(cfg: DictConfig, checkpoint_option: str = "ckpt_path") -> dict[str, fl
     monitored value (`best_key(monitor.metric)`). A `cfg.ckpt_path` to continue from is checked before
     Lightning loads it (`check_training_checkpoint`; a bad one ends in one line naming
     `checkpoint_option`, the setting that chose it)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from emotionvision.models.checkpoint import check_training_checkpoint
+    from emotionvision.models.tta import check_tta
+
     # checked before fit, not after it; the saved config of a run resumed from before tta= has none
     tta = check_tta(cfg.get("tta", "none"))
     pl.seed_everything(cfg.seed, workers=True)
@@ -66,10 +76,12 @@ def train(cfg: DictConfig, checkpoint_option: str = "ckpt_path") -> dict[str, fl
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
     metrics[best_key(cfg.monitor.metric)] = None if best_score is None else float(best_score)
-    for logger in trainer.loggers:  # TensorBoard's HParams tab: the config beside the final metrics
+    from emotionvision.reporting.hparams import job_hparams, log_hparams_view
+
+    for logger in trainer.loggers:  # TensorBoard's HParams tab: the compared settings, final metrics
         if isinstance(logger, TensorBoardLogger):
             final = {name: value for name, value in metrics.items() if value is not None}
-            logger.log_hyperparams(params, metrics=final, step=trainer.global_step)
+            log_hparams_view(logger, job_hparams(cfg), final, trainer.global_step)
             logger.finalize("success")  # flushes the writer the test reopened
     return metrics
 
@@ -78,6 +90,7 @@ def train(cfg: DictConfig, checkpoint_option: str = "ckpt_path") -> dict[str, fl
 register_resolvers()
 register_fold_resolvers()
 register_schemas()
+share_config_store()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://emotionvision.conf", config_name="train")

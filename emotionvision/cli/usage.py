@@ -19,7 +19,6 @@ from typing import TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from emotionvision.atomic import full_disk_cause, naming_folder
@@ -106,6 +105,8 @@ def logger_folders(cfg: DictConfig, run: RunDir) -> set[str]:
 def remove_stub(run: RunDir, logger_dirs: set[str], started: float) -> bool:
     """Remove the run directory if it is a stub (`is_stub`) and this is rank zero. Returns whether it
     was removed."""
+    from lightning.pytorch.utilities import rank_zero_only  # Lightning's start-up cost: on failure only
+
     if rank_zero_only.rank != 0 or not is_stub(run, logger_dirs, started):
         return False
     shutil.rmtree(run.path, ignore_errors=True)

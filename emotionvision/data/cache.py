@@ -40,6 +40,7 @@ from emotionvision.data.images import (
     resize_center_crop,
     skip_reason,
 )
+from emotionvision.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ class DecodeCache:
             if missing:
                 log.info("Decoding %d images to %d px (cache: %s)", len(missing), self.size, self.folder)
             decode = partial(_decode, size=self.size, face_crop=self.face_crop, max_pixels=self.max_pixels)
-            results = list(pool.map(decode, [path for path, _ in missing]))
+            decoded = pool.map(decode, [path for path, _ in missing])
+            results = list(progress(decoded, len(missing), self._step(), log))
         self._add_shard(
             [(key, r) for (_, key), r in zip(missing, results, strict=True) if not isinstance(r, str)]
         )
@@ -177,6 +179,11 @@ class DecodeCache:
                 kept_paths.append(path)
                 kept_images.append(self.entries[key])
         return kept_paths, kept_images
+
+    def _step(self) -> str:
+        """What decoding an image involves, for its progress: with face crops, face detection."""
+        detector = self.face_crop.detector if self.face_crop else None
+        return f"Face detection ({detector}) and decoding" if detector else "Decoding"
 
     def _too_large(self, key: str) -> str | None:
         """'image too large' where a cached image has more pixels than this cache allows."""

@@ -192,9 +192,10 @@ class EmotionDataModule(pl.LightningDataModule):
         counts = np.bincount(labels, minlength=len(self.class_names))
         empty = [name for name, count in zip(self.class_names, counts, strict=True) if count == 0]
         if empty:
+            listed = RunDir(self.manifest_path.parent).skipped if self.manifest_path else None
             raise UsageError(
-                f"No readable images for classes {empty} under {self.root} (see skipped.csv): add images, "
-                "or leave the classes out with data.classes."
+                f"No readable images for classes {empty} under {self.root} (the files skipped and why: "
+                f"{listed or 'the log above'}): add images, or leave the classes out with data.classes."
             )
 
     def _leave_out(self, paths: list[Path], left_out: np.ndarray) -> np.ndarray:

@@ -95,13 +95,17 @@ def find_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
     the reason it is not read, or None: in folders, as training lists them (hidden file, broken link,
     not a regular file, link to a folder; `list_class_files`, logged with a count); a named file that
     is no regular file (a FIFO, which reading would block on: not a regular file) or a broken link.
-    Each gets a row, so that every file the user gave shows in the output."""
+    Each gets a row, so that every file the user gave shows in the output. A folder's count of files
+    to read, and of those in its subfolders, is logged."""
     found: list[tuple[Path, str | None]] = []
     for item in map(Path, inputs):
         if item.is_dir():
             listing = SkipReport()
             files = list_class_files(item, listing)
             found += sorted([*((path, None) for path in files), *((path, r) for r, path in _skips(listing))])
+            in_subfolders = listing.nested.pop(item, 0)  # said here, not as training's class-folder note
+            subfolders = f" ({in_subfolders} of them in subfolders)" if in_subfolders else ""
+            log.info("%s: %d files to read%s", item, len(files), subfolders)
             listing.log_summary(item)
         elif item.is_symlink() and not item.exists():
             log.warning("%s skipped: broken link", item)

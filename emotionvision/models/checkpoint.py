@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emotionvision.atomic import atomic_open
 from emotionvision.errors import UsageError
 from emotionvision.models.backbones import BACKBONES, TIMM, head_names
 
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 
 # what a checkpoint to continue training (Trainer.fit(ckpt_path=...)) holds besides the model
 TRAINING_STATE = ("optimizer_states", "loops")
+# what only continuing the training reads, dropped from a finished run's checkpoints (`drop_training_state`):
+# the optimizer and scheduler states, the callbacks' (random state, early stopping, ...) and weight
+# averaging's trained weights and step count (emotionvision/callbacks/averaging.py). What is kept is
+# what Lightning's weights-only checkpoints (best-*.ckpt) hold: the model, its hyperparameters, the loops
+RESUME_ONLY = ("optimizer_states", "lr_schedulers", "callbacks", "current_model_state", "averaging_state")
 # the hyperparameters a model is rebuilt from that a checkpoint continued by ckpt_path must share
 ARCHITECTURE = ("backbone", "name", "stem", "input_size")
 
@@ -190,10 +196,23 @@ def check_training_checkpoint(path: str | Path, model: nn.Module, option: str = 
     lacking = [key for key in TRAINING_STATE if key not in checkpoint]
     if lacking:
         raise UsageError(
-            f"{option}: {path} holds the model's weights only (no {', '.join(lacking)}: a best-*.ckpt?). "
-            f"{option} continues a training run from its checkpoints/last.ckpt; to start from these "
-            f"weights, use model.init_from={path}."
+            f"{option}: {path} holds the model's weights only (no {', '.join(lacking)}: a best-*.ckpt, or "
+            f"the last.ckpt of a finished run, kept whole only with keep_training_state=true). {option} "
+            f"continues a training run from its checkpoints/last.ckpt; to start from these weights, use "
+            f"model.init_from={path}."
         )
+
+
+def drop_training_state(path: str | Path) -> bool:
+    """Rewrite the checkpoint `path` without what only continuing its training reads (`RESUME_ONLY`),
+    whole or not at all (emotionvision/atomic.py); eval, predict, export and model.init_from read the
+    rest. Returns False, leaving the file alone, where it holds none of it (a weights-only checkpoint)."""
+    checkpoint = read_checkpoint(path)
+    if not any(key in checkpoint for key in RESUME_ONLY):
+        return False
+    with atomic_open(Path(path), "wb") as handle:
+        torch.save({key: value for key, value in checkpoint.items() if key not in RESUME_ONLY}, handle)
+    return True
 
 
 def _check_same_model(

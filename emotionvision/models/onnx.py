@@ -6,6 +6,7 @@ import importlib
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,18 @@ def require(module: str) -> ModuleType:
         raise ImportError(f"ONNX export and inference need the '{module}' module: {INSTALL_HINT}") from error
 
 
+def session_options(runtime: ModuleType) -> Any:
+    """onnxruntime's session options: torch's intra-op thread count (the commands' `threads` key,
+    `set_torch_threads`) rather than every core, and worker threads that sleep rather than spin
+    between runs, leaving the cores to the decode between batches and to other processes (spinning
+    made batch 1 1.35-1.6x slower on a shared 2-core machine: benchmarks/predict_speed.py).
+    Graph optimisation stays at onnxruntime's default, all levels."""
+    options = runtime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxClassifier:
     """An exported .onnx classifier run by onnxruntime (CPU), offering what `Predictor` uses of an
     `EmotionClassifier`: `class_names`, `hparams` (input_size, face_crop, mean, std, backbone from the
@@ -36,7 +49,9 @@ class OnnxClassifier:
             raise UsageError(f"Model {path} does not exist ({option}).")
         runtime = require("onnxruntime")
         try:
-            self.session = runtime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = runtime.InferenceSession(
+                str(path), session_options(runtime), providers=["CPUExecutionProvider"]
+            )
         except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
             reason = str(error).splitlines()[0].split("failed:")[-1].strip() if str(error) else repr(error)
             raise UsageError(

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
 from emotionvision.atomic import write_text
-from emotionvision.reporting.figures import save_png
+from emotionvision.reporting.figures import CHANCE_STYLE, save_png
+from emotionvision.reporting.scores import chance_levels
 from emotionvision.reporting.statistics import PairedDifference, wilson_interval
 from emotionvision.reporting.sweep_runs import (
     FOLD_KEY,
@@ -35,8 +36,9 @@ from emotionvision.rundir import RunDir, headline_keys, metric_key, parse_metric
 
 def summary_figure(runs: list[Run], variants: list[str]) -> Figure:
     """A panel per headline metric: a bar per variant (mean), a point per seed (and fold), lines join
-    a pair's runs."""
+    a pair's runs; the chance level (`chance_of`) as a dashed line."""
     metrics = headline_keys()
+    chance, classes = chance_of(runs)
     figure = Figure(figsize=(1.5 + 1.6 * len(variants) * len(metrics), 4.5), layout="tight")
     positions = np.arange(len(variants))
     for axis, metric in zip(figure.subplots(1, len(metrics)), metrics, strict=True):
@@ -50,9 +52,25 @@ def summary_figure(runs: list[Run], variants: list[str]) -> Figure:
         axis.set_xticks(positions, [variant.replace(", ", "\n") for variant in variants], fontsize=8)
         axis.set_title(metric)
         axis.set_ylim(0, 1)
+        name = parse_metric_key(metric).name
+        if name in chance:
+            label = f"chance {chance[name]:.2f}: a uniform random\nguess among {classes} classes"
+            axis.axhline(chance[name], label=label, **CHANCE_STYLE)
+            axis.legend(loc="lower right", fontsize=7)
     unit = pair_unit(runs).removesuffix("s")
     figure.suptitle(f"Mean per variant (bars) and one point per {unit} (lines join a {unit}'s runs)")
     return figure
+
+
+def chance_of(runs: list[Run]) -> tuple[dict[str, float], int]:
+    """The headline metrics' chance levels (`chance_levels` of each run's test classes, averaged over
+    the runs) and the number of classes; ({}, 0) where no run records its class counts."""
+    supports = [[value for key, value in run.metrics.items() if _is_test_support(key)] for run in runs]
+    supports = [support for support in supports if support]
+    if not supports:
+        return {}, 0
+    levels = [chance_levels(support) for support in supports]
+    return {name: float(np.mean([level[name] for level in levels])) for name in levels[0]}, len(supports[0])
 
 
 def markdown_report(
@@ -181,6 +199,11 @@ def log_to_tensorboard(
 def _is_test_metric(key: str) -> bool:
     parsed = parse_metric_key(key)
     return parsed is not None and parsed.stage == "test"
+
+
+def _is_test_support(key: str) -> bool:
+    parsed = parse_metric_key(key)
+    return parsed is not None and parsed.stage == "test" and parsed.name == "support"
 
 
 def compare(multirun_dirs: list[Path], output_dir: Path, confidence: float = 0.95) -> str:

@@ -16,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from emotionvision.atomic import write_text
 from emotionvision.reporting.figures import cross_validation_figure, save_png
+from emotionvision.reporting.scores import chance_levels
 from emotionvision.reporting.statistics import wilson_interval
 from emotionvision.reporting.tables import metric_label, write_csv
 from emotionvision.rundir import RunDir, headline_keys, metric_key, parse_metric_key
@@ -206,9 +207,9 @@ def write_cv_summary(output_dir: Path, fold_dirs: list[Path], planned: int | Non
     ]
     write_csv(output_dir / "cv_folds.csv", rows)
     values = {metric_label(metric): summary[metric]["values"] for metric in headline_keys()}
-    figure = cross_validation_figure(
-        values, np.asarray(summary["pooled_confusion_matrix"]), summary["classes"], output_dir.name
-    )
+    pooled = np.asarray(summary["pooled_confusion_matrix"])
+    chance = chance_levels(pooled.sum(axis=1).tolist())
+    figure = cross_validation_figure(values, pooled, summary["classes"], output_dir.name, chance)
     log_to_tensorboard(output_dir / "tensorboard", summary, report, figure)
     save_png(figure, output_dir / "cv_summary.png")
     return report

@@ -11,6 +11,14 @@ from matplotlib.figure import Figure
 from emotionvision.atomic import atomic_open
 from emotionvision.rundir import metric_key
 
+# characters a caption line of `image_grid_figure` holds within its panel (2.6 inches at 9 points)
+CAPTION_WIDTH = 28
+CHANCE_STYLE = {"linestyle": "--", "color": "tab:red", "linewidth": 1.2}
+# the chance line's legend (levels: `scores.chance_levels`)
+CHANCE_LABEL = (
+    "chance: a uniform random guess among {classes} classes\n(acc 1/{classes}, its macro-F1, ROC-AUC 0.5)"
+)
+
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: str) -> Figure:
     """Counts annotated on a row-normalised colour scale; true classes on rows."""
@@ -36,10 +44,14 @@ def confusion_matrix_pair_figure(matrix: np.ndarray, class_names: list[str], tit
 
 
 def cross_validation_figure(
-    values: dict[str, list[float]], matrix: np.ndarray, class_names: list[str], title: str
+    values: dict[str, list[float]],
+    matrix: np.ndarray,
+    class_names: list[str],
+    title: str,
+    chance: dict[str, float] | None = None,
 ) -> Figure:
-    """Left: each metric's value per fold (points) and mean ± std (bar); right: the pooled confusion
-    matrix as shares of each true class."""
+    """Left: each metric's value per fold (points), mean ± std (bar) and its `chance` level where
+    given (keyed as `values`); right: the pooled confusion matrix as shares of each true class."""
     size = 1.0 + 0.8 * len(class_names)
     figure = Figure(figsize=(size + 7, size + 1), layout="constrained")
     metric_axes, matrix_axes = figure.subplots(1, 2, width_ratios=[2, 3])
@@ -55,6 +67,12 @@ def cross_validation_figure(
         )
         jitter = np.linspace(-0.15, 0.15, len(fold_values))
         metric_axes.scatter(position + jitter, fold_values, s=14, color="#6baed6", alpha=0.8)
+    levels = [(position, chance[name]) for position, name in enumerate(values) if name in (chance or {})]
+    for index, (position, level) in enumerate(levels):
+        label = None if index else CHANCE_LABEL.format(classes=len(class_names))
+        metric_axes.hlines(level, position - 0.35, position + 0.35, label=label, **CHANCE_STYLE)
+    if levels:
+        metric_axes.legend(loc="lower left", fontsize=8)
     metric_axes.set_xticks(range(len(values)), list(values))
     metric_axes.set_ylim(0, 1)
     metric_axes.set_title(f"per fold (points), mean ± std ({len(next(iter(values.values())))} folds)")
@@ -108,25 +126,42 @@ def roc_figure(
 def reliability_figure(
     bin_accuracy: np.ndarray, bin_confidence: np.ndarray, bin_share: np.ndarray, ece: float, title: str
 ) -> Figure:
-    """Reliability diagram of the calibration bins: accuracy per confidence bin against the diagonal
-    of perfect calibration, each bin's mean confidence as a dot, and the share of samples per bin below."""
+    """Reliability diagram of the calibration bins: a bar of each bin's accuracy, a tick at its mean
+    confidence and the gap between them shaded, against the diagonal of perfect calibration; the
+    share of samples per bin below."""
     num_bins = len(bin_share)
     edges = np.linspace(0, 1, num_bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
-    widths = np.full(num_bins, 1 / num_bins)
+    width = 1 / num_bins
     used = bin_share > 0
     figure = Figure(figsize=(6, 7), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    top.bar(centres, bin_accuracy, width=widths, edgecolor="black", label="accuracy in bin")
-    top.scatter(
-        bin_confidence[used], bin_accuracy[used], color="black", s=14, zorder=3, label="mean confidence"
+    top.bar(centres, bin_accuracy, width=width, edgecolor="black", label="accuracy in bin (bar)")
+    top.bar(
+        centres[used],
+        (bin_confidence - bin_accuracy)[used],
+        bottom=bin_accuracy[used],
+        width=width,
+        color="tab:red",
+        alpha=0.25,
+        hatch="//",
+        edgecolor="tab:red",
+        label="gap: mean confidence - accuracy",
+    )
+    top.hlines(
+        bin_confidence[used],
+        (centres - width / 2)[used],
+        (centres + width / 2)[used],
+        color="black",
+        linewidth=2.5,
+        label="mean confidence in bin (tick)",
     )
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    top.set_ylabel("accuracy")
+    top.set_ylabel("accuracy / mean confidence")
     top.set_ylim(0, 1.02)
-    top.legend(loc="upper left")
+    top.legend(loc="upper left", fontsize=8)
     top.set_title(f"{title}\nECE {ece:.4f} ({num_bins} bins)")
-    bottom.bar(centres, bin_share, width=widths, edgecolor="black", color="tab:orange")
+    bottom.bar(centres, bin_share, width=width, edgecolor="black", color="tab:orange")
     bottom.set_xlabel("confidence (top predicted probability)")
     bottom.set_ylabel("share of samples")
     bottom.set_xlim(0, 1.03)
@@ -170,6 +205,26 @@ def image_grid_figure(images: list[np.ndarray], captions: list[str], title: str,
     return figure
 
 
+def shorten_middle(text: str, width: int = CAPTION_WIDTH) -> str:
+    """`text` in at most `width` characters (at least 3): its middle replaced by '…' where it is
+    longer, so that both ends (e.g. a file name's stem and extension) stay readable."""
+    if len(text) <= width:
+        return text
+    head = width // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
+
+
+def mistake_caption(path: str, true_name: str, predicted_name: str, confidence: float) -> str:
+    """An image's caption in an image grid: its file name, true class, predicted class and the
+    prediction's confidence, each line in CAPTION_WIDTH characters."""
+    score = f" ({confidence:.2f})"
+    predicted = shorten_middle(predicted_name, CAPTION_WIDTH - len("predicted ") - len(score))
+    return (
+        f"{shorten_middle(Path(path).name)}\ntrue {shorten_middle(true_name, CAPTION_WIDTH - 5)}\n"
+        f"predicted {predicted}{score}"
+    )
+
+
 def save_png(figure: Figure, path: Path) -> None:
     """Write the figure as a PNG file at the reports' resolution, whole or not at all."""
     with atomic_open(path, "wb") as handle:
@@ -184,7 +239,7 @@ def face_sheet(paths: list[str], images: list, detector: str, shown: int = 12) -
     step = max(1, len(with_face) // shown)
     chosen = with_face[::step][:shown] + without[: shown // 2]
     captions = [
-        f"{Path(paths[i]).parent.name}/{Path(paths[i]).name[:18]}"
+        shorten_middle(f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}")
         + ("" if images[i].face_box else "\nno face: whole image")
         for i in chosen
     ]

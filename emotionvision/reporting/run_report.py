@@ -23,11 +23,18 @@ from emotionvision.reporting.figures import (
     confusion_matrix_pair_figure,
     image_grid_figure,
     learning_curves_figure,
+    mistake_caption,
     reliability_figure,
     roc_figure,
     save_png,
 )
-from emotionvision.reporting.scores import calibration_bins, confusion_matrix, report_results, roc_curves
+from emotionvision.reporting.scores import (
+    calibration_bins,
+    confident_mistakes,
+    confusion_matrix,
+    report_results,
+    roc_curves,
+)
 from emotionvision.rundir import RunDir, metric_key, parse_metric_key
 
 log = logging.getLogger(__name__)
@@ -178,14 +185,12 @@ def _mistakes_figure(
 ) -> Figure:
     """The most confident mistakes: images with their true and predicted labels."""
     confidence, predicted = probabilities.max(dim=1)
-    wrong = torch.nonzero(predicted != targets).flatten()
-    shown = wrong[confidence[wrong].argsort(descending=True)][:MISTAKES_SHOWN].tolist()
+    shown = confident_mistakes(probabilities, targets, MISTAKES_SHOWN)
     captions = [
-        f"{Path(paths[i]).name}\ntrue {class_names[targets[i]]}\npredicted {class_names[predicted[i]]} "
-        f"({confidence[i]:.2f})"
+        mistake_caption(paths[i], class_names[targets[i]], class_names[predicted[i]], float(confidence[i]))
         for i in shown
     ]
-    title = f"{split}: the {len(shown)} most confident of {len(wrong)} mistakes"
+    title = f"{split}: the {len(shown)} most confident of {int((predicted != targets).sum())} mistakes"
     return image_grid_figure([image_of(i) for i in shown], captions, title)
 
 

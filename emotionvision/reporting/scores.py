@@ -106,3 +106,22 @@ def calibration_bins(
     accuracy = torch.bincount(bins, correct, minlength=num_bins) / counts.clamp(min=1)
     confidence = torch.bincount(bins, confidences, minlength=num_bins) / counts.clamp(min=1)
     return accuracy, confidence, counts / counts.sum()
+
+
+def confident_mistakes(probabilities: torch.Tensor, targets: torch.Tensor, count: int) -> list[int]:
+    """The indices of up to `count` misclassified images, most confident (highest top probability)
+    first."""
+    confidence, predicted = probabilities.max(dim=1)
+    wrong = torch.nonzero(predicted != targets).flatten()
+    return wrong[confidence[wrong].argsort(descending=True, stable=True)][:count].tolist()
+
+
+def chance_levels(support: list[int]) -> dict[str, float]:
+    """'acc', 'macro_f1' and 'auroc' of a uniform random guess among the len(support) classes on
+    images with these class counts: accuracy 1/K; a class's F1 of the expected counts, 2p / (1 + K p)
+    (precision p, its share of the images; recall 1/K), averaged over the classes with images as
+    macro-F1 is; ROC-AUC 0.5."""
+    k = len(support)
+    shares = torch.tensor(support, dtype=torch.float64) / sum(support)
+    shares = shares[shares > 0]
+    return {"acc": 1 / k, "macro_f1": float((2 * shares / (1 + k * shares)).mean()), "auroc": 0.5}
