@@ -86,7 +86,13 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(work: Path, uninterrupted: P
     run_dir = work / f"stopped_{sig.name}"
     interrupt_in_second_epoch(work, run_dir, sig)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "metrics.json").is_file()
+    split, config = (run_dir / "split.csv").read_text(), run_dir / ".hydra" / "config.yaml"
+    saved = config.read_text()
+    assert saved == (uninterrupted / ".hydra" / "config.yaml").read_text() and "split_seed: 42\n" in saved
+    # as if a newer version's splitting code would deal another split: the run keeps its own split.csv
+    config.write_text(saved.replace("split_seed: 42\n", "split_seed: 1\n"))
     run(work, f"resume={run_dir}")
+    assert (run_dir / "split.csv").read_text() == split  # images never move between train, val and test
     assert sorted(p.name for p in (work / "logs").glob("train/runs/*")) == []  # no new run directory
     expected = json.loads((uninterrupted / "metrics.json").read_text())
     resumed = json.loads((run_dir / "metrics.json").read_text())
@@ -97,9 +103,7 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(work: Path, uninterrupted: P
     assert [row["epoch"] for row in rows] == ["0", "1"]  # one continuous learning curve
     for row, twin in zip(rows, expected_rows, strict=True):
         assert float(row["train/loss"]) == pytest.approx(float(twin["train/loss"]), abs=1e-6)
-    assert (run_dir / ".hydra" / "config.yaml").read_text() == (
-        uninterrupted / ".hydra" / "config.yaml"
-    ).read_text()
+    assert config.read_text() == saved.replace("split_seed: 42\n", "split_seed: 1\n")  # kept, not rewritten
     assert list((run_dir / ".hydra").glob("resumed_*/overrides.yaml"))  # the resume command is kept
 
 
@@ -144,17 +148,3 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs(work: Path) -> None:
         in log.stdout + log.stderr + (sweep_dir / "0/train.log").read_text()
     )
     assert json.loads((sweep_dir / "1" / "metrics.json").read_text())["epochs_trained"] == 1
-
-
-def test_a_resumed_run_keeps_its_split(work: Path) -> None:
-    """A resumed run trains on the split it wrote (split.csv), even where its config, or the splitting
-    code of a newer version, would now deal another: images never move between train, val and test."""
-    run_dir = work / "resplit"
-    interrupt_in_second_epoch(work, run_dir, signal.SIGKILL)
-    split = (run_dir / "split.csv").read_text()
-    config = run_dir / ".hydra" / "config.yaml"
-    assert "split_seed: 42\n" in config.read_text()
-    config.write_text(config.read_text().replace("split_seed: 42\n", "split_seed: 1\n"))
-    run(work, f"resume={run_dir}")
-    assert (run_dir / "split.csv").read_text() == split
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs_trained"] == 2
