@@ -1,4 +1,4 @@
-"""Class-activation maps (emotionvision/reporting/cam.py): every backbone's target layer, maps that find
+"""Class-activation maps (emotionvision/models/cam.py): every backbone's target layer, maps that find
 the evidence on a set whose class is a coloured patch, their faithfulness, the report's figures and
 `emotionvision-predict explain=true`."""
 
@@ -16,8 +16,7 @@ from PIL import Image
 from emotionvision.cli import predict
 from emotionvision.errors import UsageError
 from emotionvision.models.backbones import BACKBONES, smallest_input_size
-from emotionvision.models.classifier import EmotionClassifier
-from emotionvision.reporting.cam import (
+from emotionvision.models.cam import (
     DROP_KEYS,
     check_explainable,
     class_activation_maps,
@@ -25,6 +24,7 @@ from emotionvision.reporting.cam import (
     tokens_to_maps,
     write_cam_report,
 )
+from emotionvision.models.classifier import EmotionClassifier
 
 pytest.importorskip("pytorch_grad_cam")
 

@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from emotionvision.reporting.cam import check_method, write_cam_report
+from emotionvision.models.cam import check_method, write_cam_report
 from emotionvision.reporting.curves import read_history
 from emotionvision.reporting.run_report import write_report, write_training_section
 from emotionvision.rundir import RunDir, best_key
@@ -26,7 +26,7 @@ class ReportCallback(Callback):
     elsewhere); it defaults to `output_dir`. `subsets` ({name: regular expression on the file name})
     adds the accuracy and macro-F1 of parts of the split (FER2013's PublicTest_ and PrivateTest_).
     `explain` (gradcam | eigencam | None) adds the class-activation maps of the tested images
-    (emotionvision/reporting/cam.py: cam_by_class.png, errors_cam.png, their faithfulness).
+    (emotionvision/models/cam.py: cam_by_class.png, errors_cam.png, their faithfulness).
     """
 
     def __init__(

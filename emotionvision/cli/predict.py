@@ -27,7 +27,7 @@ share_config_store()
 def main(cfg: DictConfig) -> None:
     """Console entry point: predict `inputs` with `ckpt_path` and write `output`."""
     from emotionvision.inference import Predictor, check_output, write_predictions  # torch: not for --help
-    from emotionvision.reporting.cam import check_explainable, explain_predictions
+    from emotionvision.models.cam import check_explainable, explain_predictions
 
     set_torch_threads(cfg.threads)
     output = Path(cfg.output)

@@ -40,7 +40,7 @@ class BackboneSpec:
     # (ViT: the position embedding interpolated); used for model.weights_path and model.init_from
     adapt_weights: Callable[[nn.Module, dict], dict] | None = None
     # the class-activation-map target layer of the built network (an attribute path; emotionvision/
-    # reporting/cam.py) and the layout of its output: NCHW, NHWC (channels last) or tokens (B x N x C:
+    # models/cam.py) and the layout of its output: NCHW, NHWC (channels last) or tokens (B x N x C:
     # leading class tokens, then the patch grid row by row)
     cam_layer: str | None = None
     cam_layout: str = "NCHW"
