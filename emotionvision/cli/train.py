@@ -54,6 +54,7 @@ def train(cfg: DictConfig, checkpoint_option: str = "ckpt_path") -> dict[str, fl
 
     from emotionvision.models.checkpoint import check_training_checkpoint
     from emotionvision.models.tta import check_tta
+    from emotionvision.reporting.hparams import job_hparams, log_hparams_view
 
     # checked before fit, not after it; the saved config of a run resumed from before tta= has none
     tta = check_tta(cfg.get("tta", "none"))
@@ -76,8 +77,6 @@ def train(cfg: DictConfig, checkpoint_option: str = "ckpt_path") -> dict[str, fl
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
     metrics[best_key(cfg.monitor.metric)] = None if best_score is None else float(best_score)
-    from emotionvision.reporting.hparams import job_hparams, log_hparams_view
-
     for logger in trainer.loggers:  # TensorBoard's HParams tab: the compared settings, final metrics
         if isinstance(logger, TensorBoardLogger):
             final = {name: value for name, value in metrics.items() if value is not None}
