@@ -16,7 +16,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
+from emotionvision.cli.crossval import sweep_version
 from emotionvision.models import EmotionClassifier
 from emotionvision.rundir import RunDir
 
@@ -99,16 +102,26 @@ def test_predict_sweeps_top_k(tmp_path: Path, checkpoints: list[Path], make_tree
         ]
 
 
+@pytest.fixture(scope="module")
+def train_sweep(
+    tmp_path_factory: pytest.TempPathFactory, make_tree, quick_run_overrides: list[str]
+) -> tuple[Path, subprocess.CompletedProcess, list[str]]:
+    """`emotionvision-train -m seed=0,1 ...` (two seconds-long jobs, with the default TensorBoard
+    logger): the sweep directory, the process's result and the overrides typed after seed=0,1."""
+    work = tmp_path_factory.mktemp("train_sweep")
+    tree = make_tree(work / "faces", dict.fromkeys(CLASSES, 6), size=SIZE)
+    quick = [line for line in quick_run_overrides if not line.startswith("logger=")]
+    typed = ["data=folder", f"data.root={tree}", *quick, "trainer.accelerator=cpu"]
+    sweep_dir, result = multirun("emotionvision-train", ["seed=0,1", *typed], work)
+    return sweep_dir, result, typed
+
+
 @pytest.mark.slow
-def test_train_sweep_jobs_hold_the_typed_overrides_and_a_quiet_console(
-    tmp_path: Path, make_tree, quick_run_overrides: list[str]
-) -> None:
+def test_train_sweep_jobs_hold_the_typed_overrides_and_a_quiet_console(train_sweep) -> None:
     """`emotionvision-train -m seed=0,1 ...`: each job's overrides.yaml holds the typed keys, in order,
     with its seed and nothing else (no data.fold); Lightning's INFO lines and Python warnings are kept
     at DEBUG in its train.log, off the console."""
-    tree = make_tree(tmp_path / "faces", dict.fromkeys(CLASSES, 6), size=SIZE)
-    typed = ["data=folder", f"data.root={tree}", *quick_run_overrides, "trainer.accelerator=cpu"]
-    sweep_dir, result = multirun("emotionvision-train", ["seed=0,1", *typed], tmp_path)
+    sweep_dir, result, typed = train_sweep
     assert_quiet(result)
     for seed in (0, 1):
         overrides = job_overrides(sweep_dir / str(seed))
@@ -117,6 +130,38 @@ def test_train_sweep_jobs_hold_the_typed_overrides_and_a_quiet_console(
     log = (sweep_dir / "0" / "train.log").read_text()
     assert "[lightning.fabric.utilities.seed][DEBUG] - Seed set to 0" in log
     assert GPU_LINE in log
+
+
+@pytest.mark.slow
+def test_train_sweep_jobs_are_tensorboard_runs_named_by_their_swept_values(train_sweep) -> None:
+    """Job k logs to `k/tensorboard/seed=<its seed>/` (`tensorboard --logdir <sweep>` lists
+    `0/tensorboard/seed=0`): its training scalars, the report's figures and the HParams with the final
+    metrics in that one folder, nothing in tensorboard/ itself."""
+    sweep_dir = train_sweep[0]
+    for seed in (0, 1):
+        tensorboard = sweep_dir / str(seed) / "tensorboard"
+        assert [path.name for path in tensorboard.iterdir()] == [f"seed={seed}"]
+        events = EventAccumulator(str(tensorboard / f"seed={seed}"), size_guidance={"images": 0}).Reload()
+        assert {"train/loss", "val/macro_f1", "test/acc"} <= set(events.Tags()["scalars"])
+        figures = {"report/learning_curves", "report/test/confusion_matrix", "report/test/cam_by_class"}
+        assert figures | {"val/confusion_matrix"} <= set(events.Tags()["images"])
+        session = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        logged = plugin_data_pb2.HParamsPluginData.FromString(session).session_start_info.hparams
+        assert logged["seed"].number_value == seed
+
+
+def test_tensorboard_version_comes_from_the_jobs_saved_overrides(tmp_path: Path) -> None:
+    """`${sweep_version:}` names a job's TensorBoard folder by its saved values of the swept keys ('/'
+    as '_'), so `resume=<job>` (a single run to Hydra) keeps it; '' for a fold or a run outside a sweep."""
+    task = ["seed=0,1", "model.init_from=a/b.ckpt,null", "trainer.max_epochs=2"]
+    OmegaConf.save({"hydra": {"overrides": {"task": task}, "sweeper": {}}}, tmp_path / "multirun.yaml")
+    job = RunDir(tmp_path / "0")
+    job.hydra_dir.mkdir(parents=True)
+    OmegaConf.save(["seed=1", "model.init_from=a/b.ckpt", "trainer.max_epochs=2"], job.overrides)
+    assert sweep_version(None, str(job.path)) == "seed=1,model.init_from=a_b.ckpt"
+    assert sweep_version(3, str(job.path)) == ""  # a fold's directory is named already
+    (tmp_path / "multirun.yaml").unlink()
+    assert sweep_version(None, str(job.path)) == ""  # a single run
 
 
 @pytest.mark.parametrize("app", ["eval", "predict", "export", "crosseval"])

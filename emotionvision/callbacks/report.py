@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from emotionvision.models.cam import check_method, write_cam_report
 from emotionvision.reporting.curves import read_history
@@ -26,7 +27,9 @@ class ReportCallback(Callback):
     elsewhere); it defaults to `output_dir`. `subsets` ({name: regular expression on the file name})
     adds the accuracy and macro-F1 of parts of the split (FER2013's PublicTest_ and PrivateTest_).
     `explain` (gradcam | eigencam | None) adds the class-activation maps of the tested images
-    (emotionvision/models/cam.py: cam_by_class.png, errors_cam.png, their faithfulness).
+    (emotionvision/models/cam.py: cam_by_class.png, errors_cam.png, their faithfulness). The figures
+    also go to the trainer's TensorBoard logger's folder, beside the run's scalars (without one: to
+    `output_dir`/tensorboard).
     """
 
     def __init__(
@@ -58,7 +61,7 @@ class ReportCallback(Callback):
             summary[best_key(checkpoint.monitor)] = float(checkpoint.best_model_score)
         early_stopping = trainer.early_stopping_callback
         stopped_epoch = early_stopping.stopped_epoch if early_stopping is not None else None
-        overfitting = self._training_section(stopped_epoch)
+        overfitting = self._training_section(stopped_epoch, tensorboard_dir(trainer))
         if overfitting is not None:
             summary["overfitting"] = overfitting
         self.output.merge_metrics(summary)
@@ -76,6 +79,8 @@ class ReportCallback(Callback):
         def image_of(i: int) -> np.ndarray:
             return dataset.images[indices[i]].pixels.permute(1, 2, 0).numpy()
 
+        tensorboard = tensorboard_dir(trainer)
+
         report = write_report(
             self.output.path,
             self.split,
@@ -85,27 +90,28 @@ class ReportCallback(Callback):
             pl_module.class_names,
             image_of,
             self.subsets,
+            tensorboard,
         )
         if self.explain:
             report |= write_cam_report(
                 self.output.path, self.split, pl_module, paths, outputs["targets"], probabilities,
-                pl_module.class_names, image_of, self.explain,
+                pl_module.class_names, image_of, self.explain, tensorboard,
             )  # fmt: skip
         scalars = {key: value for key, value in report.items() if isinstance(value, float)}
         pl_module.log_dict(scalars, rank_zero_only=True)
         report["tta"] = pl_module.tta  # the test-time augmentation the probabilities were averaged over
         if self.run != self.output:  # evaluating a checkpoint: the training run's section
-            overfitting = self._training_section(self._run_stopped_epoch())
+            overfitting = self._training_section(self._run_stopped_epoch(), tensorboard)
             report |= {"overfitting": overfitting} if overfitting else {}
         self.output.merge_metrics(report)
 
-    def _training_section(self, stopped_epoch: int | None) -> dict | None:
+    def _training_section(self, stopped_epoch: int | None, tensorboard: Path | None) -> dict | None:
         if self.monitor is None:
             return None
         title = f"learning curves of {self.run.path.name}"
         history = read_history(self.run.history)
         return write_training_section(
-            self.output.path, history, self.monitor, self.mode, stopped_epoch, title
+            self.output.path, history, self.monitor, self.mode, stopped_epoch, title, tensorboard
         )
 
     def _run_stopped_epoch(self) -> int | None:
@@ -114,3 +120,9 @@ class ReportCallback(Callback):
         if not overfitting or overfitting["early_stopping_fired"] is None:
             return None
         return overfitting["early_stopping_epoch"] or 0
+
+
+def tensorboard_dir(trainer: pl.Trainer) -> Path | None:
+    """The folder of the trainer's TensorBoard logger (where its scalars go), or None without one."""
+    found = (logger.log_dir for logger in trainer.loggers if isinstance(logger, TensorBoardLogger))
+    return next((Path(folder) for folder in found), None)

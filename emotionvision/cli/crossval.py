@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 def register_fold_resolvers() -> None:
     """`${fold_mode:folds,fold}` and `${fold_subdir:num,fold,sweep_dir,overrides}` of
-    conf/hydra/train.yaml."""
+    conf/hydra/train.yaml, and `${sweep_version:fold,run_dir}` of conf/logger/tensorboard.yaml."""
     OmegaConf.register_new_resolver("fold_mode", fold_mode, replace=True)
     OmegaConf.register_new_resolver("fold_subdir", fold_subdir, replace=True)
+    OmegaConf.register_new_resolver("sweep_version", sweep_version, replace=True)
 
 
 def runs_every_fold(folds: int | str | None, fold: int | None) -> bool:
@@ -52,10 +53,28 @@ def fold_subdir(num: int, fold: int | None, sweep_dir: str, overrides: ListConfi
     job's values of the other swept keys when the sweep varies more than the fold."""
     if fold is None:
         return str(num)
-    swept = sweep_override_keys(Path(sweep_dir) / "multirun.yaml")
+    variant = sweep_variant(Path(sweep_dir), overrides)
+    return f"{variant}/fold{fold}" if variant else f"fold{fold}"
+
+
+def sweep_version(fold: int | None, run_dir: str) -> str:
+    """The TensorBoard logger's version (its folder in tensorboard/) of the run in `run_dir`: in a
+    sweep's job that is not a fold's (`<sweep>/<num>`), its `sweep_variant`, so that `tensorboard
+    --logdir <sweep>` lists `0/tensorboard/seed=0`...; '' (tensorboard/ itself) for a single run or
+    a fold, whose directories name it. From the job's saved overrides: a resumed job keeps its folder."""
+    run = RunDir(run_dir)
+    if fold is not None or not run.overrides.is_file():
+        return ""
+    return sweep_variant(run.path.parent, OmegaConf.load(run.overrides))
+
+
+def sweep_variant(sweep_dir: Path, overrides: ListConfig | list[str]) -> str:
+    """A job's `overrides` of the keys its sweep in `sweep_dir` varies (`sweep_override_keys`, data.fold
+    aside), as `key=value,...` with '/' as '_' (a folder's name); '' outside a sweep."""
+    swept = sweep_override_keys(sweep_dir / "multirun.yaml")
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     variant = ",".join(override.input_line for override in parsed if override.key_or_group in swept)
-    return f"{variant.replace('/', '_')}/fold{fold}" if variant else f"fold{fold}"
+    return variant.replace("/", "_")
 
 
 def sweep_override_keys(multirun_config: Path) -> set[str]:

@@ -266,12 +266,13 @@ def write_cam_report(
     class_names: list[str],
     image_of: Callable[[int], np.ndarray],
     method: str = "gradcam",
+    tensorboard_dir: Path | None = None,
 ) -> dict:
-    """cam_by_class.png and errors_cam.png (also in `output_dir`/tensorboard) of the maps of each
-    image's predicted class, computed a batch at a time; returns the mean faithfulness numbers
-    (`deletion_drops`, keyed DROP_KEYS) and the method for
-    metrics.json. `image_of(i)` is image i as H x W x 3 uint8, as the model sees it. A model that is not
-    one checkpoint's classifier gets no maps (`missing_maps` says why, in a warning)."""
+    """cam_by_class.png and errors_cam.png (also in TensorBoard: `save_figures` into `tensorboard_dir`)
+    of the maps of each image's predicted class, computed a batch at a time; returns the mean
+    faithfulness numbers (`deletion_drops`, keyed DROP_KEYS) and the method for metrics.json.
+    `image_of(i)` is image i as H x W x 3 uint8, as the model sees it. A model that is not one
+    checkpoint's classifier gets no maps (`missing_maps` says why, in a warning)."""
     if reason := missing_maps(model):
         log.warning("No class-activation maps in the report: %s.", reason)
         return {}
@@ -296,7 +297,7 @@ def write_cam_report(
             f"{split}: the {len(shown)} most confident mistakes and where the model looked ({label})",
         ),
     }
-    save_figures(figures, output_dir, f"report/{split}")
+    save_figures(figures, output_dir, f"report/{split}", tensorboard_dir)
     log.info(
         "%s maps: masking the top %.0f%% of each map drops the predicted class's probability by %.3f on "
         "average, a random %.0f%% by %.3f",

@@ -51,12 +51,13 @@ def write_report(
     class_names: list[str],
     image_of: Callable[[int], np.ndarray],
     subsets: dict[str, str] | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> dict:
     """Write the report of `probabilities` (N x C) for the images `paths` with true classes `targets`
-    into `output_dir` (figures also into its tensorboard/); `image_of(i)` is image i as H x W x 3 uint8.
-    Metrics are named '<split>/acc', ...; `subsets` ({name: regular expression on the file name})
-    adds '<split>/<name>/acc' and '<split>/<name>/macro_f1' of the matching images. Returns what
-    metrics.json gets."""
+    into `output_dir` (figures also into TensorBoard: `save_figures`); `image_of(i)` is image i as
+    H x W x 3 uint8. Metrics are named '<split>/acc', ...; `subsets` ({name: regular expression on the
+    file name}) adds '<split>/<name>/acc' and '<split>/<name>/macro_f1' of the matching images.
+    Returns what metrics.json gets."""
     output_dir.mkdir(parents=True, exist_ok=True)
     results = report_results(probabilities, targets, class_names)
     matrix = confusion_matrix(probabilities, targets)
@@ -85,7 +86,7 @@ def write_report(
     text = classification_report_text(probabilities, targets, class_names, results)
     write_text(output_dir / "classification_report.txt", text)
     _write_predictions(RunDir(output_dir).predictions, paths, targets, probabilities, class_names)
-    save_figures(figures, output_dir, f"report/{split}")
+    save_figures(figures, output_dir, f"report/{split}", tensorboard_dir)
     log.info(
         "%s: acc %.4f, macro-F1 %.4f, ROC-AUC %.4f on %d images; report in %s",
         split, results["acc"], results["macro_f1"], results["auroc"], len(paths), output_dir,
@@ -114,9 +115,11 @@ def write_training_section(
     mode: str,
     stopped_epoch: int | None,
     title: str,
+    tensorboard_dir: Path | None = None,
 ) -> dict | None:
-    """overfitting.txt and learning_curves.png of a run's history rows; returns the overfitting
-    summary, or None (with a warning) when the history has no `monitor` values."""
+    """overfitting.txt and learning_curves.png (also in TensorBoard: `save_figures`) of a run's history
+    rows; returns the overfitting summary, or None (with a warning) when the history has no `monitor`
+    values."""
     curves = curves_of(history)
     if monitor not in curves:
         log.warning("No %s in the run's history.csv: no learning curves or overfitting diagnostics.", monitor)
@@ -125,7 +128,7 @@ def write_training_section(
     write_text(output_dir / "overfitting.txt", overfitting_text(summary))
     quantities = list(dict.fromkeys(["loss", parse_metric_key(monitor).name]))
     figure = learning_curves_figure(curves, quantities, summary["best_epoch"], title)
-    save_figures({"learning_curves": figure}, output_dir, "report")
+    save_figures({"learning_curves": figure}, output_dir, "report", tensorboard_dir)
     return summary
 
 
@@ -194,10 +197,13 @@ def _mistakes_figure(
     return image_grid_figure([image_of(i) for i in shown], captions, title)
 
 
-def save_figures(figures: dict[str, Figure], output_dir: Path, tag_prefix: str) -> None:
-    """Each figure as `output_dir`/<name>.png and, rendered once, as image `tag_prefix`/<name> in
-    `output_dir`/tensorboard."""
-    with SummaryWriter(output_dir / "tensorboard") as writer:
+def save_figures(
+    figures: dict[str, Figure], output_dir: Path, tag_prefix: str, tensorboard_dir: Path | None = None
+) -> None:
+    """Each figure as `output_dir`/<name>.png and, rendered once, as image `tag_prefix`/<name> in the
+    TensorBoard folder `tensorboard_dir` (a training run's: its logger's, beside its scalars; by
+    default `output_dir`/tensorboard)."""
+    with SummaryWriter(tensorboard_dir or output_dir / "tensorboard") as writer:
         for name, figure in figures.items():
             path = output_dir / f"{name}.png"
             save_png(figure, path)
