@@ -22,10 +22,10 @@ from emotionvision.data.images import DECODE_ERRORS, find_files
 from emotionvision.errors import UsageError
 from emotionvision.models.classifier import EmotionClassifier, load_classifier
 from emotionvision.models.onnx import OnnxClassifier, require
+from emotionvision.outputs import export_path
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}
 METADATA_FILE = "metadata.json"  # the torch.export extra file holding the metadata
 MAX_CHECK_IMAGES = 16
 INPUT_NOTE = (
@@ -143,11 +143,7 @@ def export(
 ) -> tuple[Path, float | None]:
     """Export the checkpoint's classifier; with `check`, compare the file with PyTorch on `check_images`
     (RuntimeError above `tolerance`). Returns the file written and the max abs difference (None unchecked)."""
-    if format not in FORMATS:
-        raise UsageError(f"format={format!r}: choose one of {', '.join(FORMATS)}.")
-    path = Path(output) if output else Path(ckpt_path).with_suffix(FORMATS[format])
-    if path.suffix != FORMATS[format]:
-        raise UsageError(f"output={path}: a format={format} file must end with {FORMATS[format]}.")
+    path = export_path(ckpt_path, format, output)
     classifier = load_classifier(ckpt_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if format == "onnx":

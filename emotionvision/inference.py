@@ -30,6 +30,7 @@ from emotionvision.errors import UsageError
 from emotionvision.models.classifier import EmotionClassifier
 from emotionvision.models.ensemble import Ensemble, checkpoint_paths, load_checkpoints
 from emotionvision.models.tta import check_tta
+from emotionvision.outputs import check_prediction_output
 
 if TYPE_CHECKING:
     from emotionvision.models.onnx import OnnxClassifier
@@ -159,15 +160,9 @@ def unread_error(path: Path, reason: str) -> str:
     return f"{reason}: {hints[reason]}" if reason in hints else reason
 
 
-def check_output(output: Path) -> None:
-    """UsageError unless `output` names a .csv or .json file."""
-    if output.suffix not in (".csv", ".json"):
-        raise UsageError(f"output={output}: name a .csv or a .json file.")
-
-
 def write_predictions(predictions: list[Prediction], output: Path) -> None:
     """CSV (path, label_1, probability_1, ..., error) or JSON (a list of records), by suffix."""
-    check_output(output)
+    check_prediction_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".json":
         write_text(output, json.dumps([asdict(p) for p in predictions], indent=2))

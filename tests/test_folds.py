@@ -100,47 +100,37 @@ def train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_three_folds_end_to_end_write_the_summary(
+def test_folds_of_two_variants_under_joblib_write_summaries_and_compare_fold_by_fold(
     tmp_path: Path, make_subject_tree, quick_run_overrides
 ) -> None:
-    """`emotionvision-train data.folds=3` (no -m): a job per fold in fold<k>/, then the summary."""
-    root = make_subject_tree(tmp_path / "images", subjects=6)
-    data = ["data=folder", f"data.root={root}", "data.folds=3", f"data.group_by='{SUBJECT}'"]
-    train([*data, *quick_run_overrides], tmp_path)
-    (sweep_dir,) = (tmp_path / "logs/train/multiruns").iterdir()
-    assert OmegaConf.load(sweep_dir / "multirun.yaml").hydra.sweeper.params == {"data.fold": "range(3)"}
-    folds = [json.loads((sweep_dir / f"fold{k}/metrics.json").read_text()) for k in range(3)]
-    summary = json.loads((sweep_dir / "cv_summary.json").read_text())
-    assert summary["folds"] == 3 and summary["classes"] == ["anger", "happy", "sad"]
-    assert summary["test/acc"]["values"] == [fold["test/acc"] for fold in folds]
-    assert summary["test/macro_f1"]["mean"] == pytest.approx(
-        np.mean([fold["test/macro_f1"] for fold in folds])
-    )
-    pooled = np.sum([fold["test/confusion_matrix"] for fold in folds], axis=0)
-    assert summary["pooled_confusion_matrix"] == pooled.tolist() and pooled.sum() == 36  # every image once
-    assert "| acc |" in (sweep_dir / "cv_summary.md").read_text()
-    assert summary["pooled_recall"]["happy"] == pytest.approx(pooled[1, 1] / pooled[1].sum())
-    events = EventAccumulator(str(sweep_dir / "tensorboard"))
-    events.Reload()
-    accuracy = [event.value for event in events.Scalars("cross_validation/acc")]
-    assert accuracy == pytest.approx([fold["test/acc"] for fold in folds])
-    assert (sweep_dir / "cv_summary.png").stat().st_size > 0
-
-
-@pytest.mark.slow
-def test_folds_of_two_variants_under_joblib_compare_fold_by_fold(
-    tmp_path: Path, make_subject_tree, quick_run_overrides
-) -> None:
-    """A swept variant times the folds, run by the joblib launcher: variant/fold<k> directories, a
-    summary per variant, and emotionvision-compare pairs the variants fold by fold."""
+    """`emotionvision-train data.folds=2 optimizer.lr=a,b` (no -m: the folds make it a multirun) runs the
+    swept variant's folds under the joblib launcher in variant/fold<k>/, writes each variant's summary,
+    and emotionvision-compare pairs the variants fold by fold."""
     root = make_subject_tree(tmp_path / "images", subjects=4)
-    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.001,0.0001"]
+    args = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.001,0.0001"]
     data = ["data=folder", f"data.root={root}", "data.folds=2", f"data.group_by='{SUBJECT}'"]
     train([*args, *data, *quick_run_overrides], tmp_path)
     (sweep_dir,) = (tmp_path / "logs/train/multiruns").iterdir()
+    assert OmegaConf.load(sweep_dir / "multirun.yaml").hydra.sweeper.params == {"data.fold": "range(2)"}
     for variant in ("optimizer.lr=0.001", "optimizer.lr=0.0001"):
-        assert sorted(path.name for path in (sweep_dir / variant).glob("fold*")) == ["fold0", "fold1"]
-        assert json.loads((sweep_dir / variant / "cv_summary.json").read_text())["folds"] == 2
+        folder = sweep_dir / variant
+        assert sorted(path.name for path in folder.glob("fold*")) == ["fold0", "fold1"]
+        folds = [json.loads((folder / f"fold{k}/metrics.json").read_text()) for k in range(2)]
+        summary = json.loads((folder / "cv_summary.json").read_text())
+        assert summary["folds"] == 2 and summary["classes"] == ["anger", "happy", "sad"]
+        assert summary["test/acc"]["values"] == [fold["test/acc"] for fold in folds]
+        assert summary["test/macro_f1"]["mean"] == pytest.approx(
+            np.mean([fold["test/macro_f1"] for fold in folds])
+        )
+        pooled = np.sum([fold["test/confusion_matrix"] for fold in folds], axis=0)
+        assert summary["pooled_confusion_matrix"] == pooled.tolist() and pooled.sum() == 24  # each image once
+        assert summary["pooled_recall"]["happy"] == pytest.approx(pooled[1, 1] / pooled[1].sum())
+        assert "| acc |" in (folder / "cv_summary.md").read_text()
+        events = EventAccumulator(str(folder / "tensorboard"))
+        events.Reload()
+        accuracy = [event.value for event in events.Scalars("cross_validation/acc")]
+        assert accuracy == pytest.approx([fold["test/acc"] for fold in folds])
+        assert (folder / "cv_summary.png").stat().st_size > 0
     compare = subprocess.run(
         [str(BIN / "emotionvision-compare"), str(sweep_dir)], capture_output=True, text=True, timeout=300
     )

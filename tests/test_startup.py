@@ -71,6 +71,35 @@ def test_other_commands_help_without_torch(tmp_path: Path, program: str, shown: 
     assert not imported & HEAVY, sorted(imported & HEAVY)
 
 
+@pytest.mark.parametrize(
+    ("program", "args", "message"),
+    [
+        (
+            "emotionvision-predict",
+            ["inputs=[a.jpg]", "output=out.txt"],
+            "output=out.txt: name a .csv or a .json",
+        ),
+        ("emotionvision-export", ["format=zip"], "format='zip': choose one of onnx, torch_export."),
+        (
+            "emotionvision-export",
+            ["output=model.pt2"],
+            "output=model.pt2: a format=onnx file must end with .onnx",
+        ),
+    ],
+)
+def test_bad_output_values_answer_in_one_line_without_torch(
+    tmp_path: Path, program: str, args: list[str], message: str
+) -> None:
+    """predict's output= and export's format= and output= are checked before a model is loaded."""
+    result, imported = start(program, "ckpt_path=missing.ckpt", *args, cwd=tmp_path)
+    lines = error_lines(result)
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"{program}: error: "), lines
+    assert message in lines[0]
+    assert not imported & HEAVY, sorted(imported & HEAVY)
+    runs = tmp_path / "logs" / program.removeprefix("emotionvision-") / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # no run directory left
+
+
 def test_hydra_shares_its_config_store() -> None:
     """`--help` lists every config group; Hydra 1.3 deep-copied the whole ConfigStore for each one
     (emotionvision/cli/hydra_compat.py): the commands make the copy the store itself."""

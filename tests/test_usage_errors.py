@@ -115,7 +115,6 @@ def test_a_multirun_reports_one_line_and_runs_every_job(work: Path, quick_run_ov
     assert sorted(path.name for path in sweep.iterdir()) == ["multirun.yaml"]  # both stubs removed
 
 
-@pytest.mark.slow
 def test_a_resumed_run_directory_is_kept(work: Path) -> None:
     run_dir = work / "logs" / "train" / "runs" / "interrupted"
     (run_dir / ".hydra").mkdir(parents=True)
@@ -126,28 +125,12 @@ def test_a_resumed_run_directory_is_kept(work: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("program", "args", "message"),
-    [
-        (
-            "emotionvision-eval",
-            ["+trainer.max_epoch=1"],
-            "trainer.max_epoch is not a Trainer argument; did you",
-        ),
-        (
-            "emotionvision-predict",
-            ["inputs=[a.jpg]", "output=out.txt"],
-            "output=out.txt: name a .csv or a .json",
-        ),
-        ("emotionvision-export", ["format=zip"], "format='zip': choose one of onnx, torch_export."),
-    ],
-)
-def test_the_other_entry_points(work: Path, program: str, args: list[str], message: str) -> None:
-    task = program.removeprefix("emotionvision-")
-    before = runs(work, task)
-    line = error_line(run(work, program, "ckpt_path=missing.ckpt", *args), program)
-    assert message in line
-    assert runs(work, task) == before
+def test_eval_names_a_mistyped_trainer_argument(work: Path) -> None:
+    """A bad value of the other commands answers before torch: tests/test_startup.py."""
+    before = runs(work, "eval")
+    result = run(work, "emotionvision-eval", "ckpt_path=missing.ckpt", "+trainer.max_epoch=1")
+    assert "trainer.max_epoch is not a Trainer argument; did you" in error_line(result, "emotionvision-eval")
+    assert runs(work, "eval") == before
 
 
 def test_usage_error_is_found_where_hydra_wrapped_it() -> None:

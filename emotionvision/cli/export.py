@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from emotionvision.cli.hydra_compat import share_config_store
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
+from emotionvision.outputs import export_path
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ share_config_store()
 @reports_usage_errors("emotionvision-export")
 def main(cfg: DictConfig) -> None:
     """Console entry point: export `ckpt_path` to `format` and check it."""
+    export_path(cfg.ckpt_path, cfg.format, cfg.output)  # before torch: a bad value answers at once
     from emotionvision.exporting import export  # torch: not for --help
 
     images = [cfg.check_images] if isinstance(cfg.check_images, str) else list(cfg.check_images or [])

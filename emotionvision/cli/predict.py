@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from emotionvision.cli.hydra_compat import share_config_store
 from emotionvision.cli.resume import register_resolvers
 from emotionvision.cli.usage import reports_usage_errors
+from emotionvision.outputs import check_prediction_output
 from emotionvision.runtime import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,12 @@ share_config_store()
 @reports_usage_errors("emotionvision-predict")
 def main(cfg: DictConfig) -> None:
     """Console entry point: predict `inputs` with `ckpt_path` and write `output`."""
-    from emotionvision.inference import Predictor, check_output, write_predictions  # torch: not for --help
+    output = Path(cfg.output)
+    check_prediction_output(output)  # before torch: a bad value answers at once
+    from emotionvision.inference import Predictor, write_predictions  # torch: not for --help
     from emotionvision.models.cam import check_explainable, explain_predictions
 
     set_torch_threads(cfg.threads)
-    output = Path(cfg.output)
-    check_output(output)
     inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
     predictor = Predictor(
         cfg.ckpt_path,

@@ -96,14 +96,15 @@ share_config_store()
 @reports_usage_errors("emotionvision-train")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the best validation value of `monitor.metric` for sweepers."""
-    set_torch_threads(cfg.threads)
     run = RunDir(HydraConfig.get().runtime.output_dir)
     option = "ckpt_path" if cfg.resume is None else f"resume={cfg.resume}"
-    cfg, done = resume_config(cfg, run)
+    threads = cfg.threads  # the command's, not a resumed run's
+    cfg, done = resume_config(cfg, run)  # before torch: a bad resume= answers at once
     name = best_key(cfg.monitor.metric)
     if done:
         log.info("%s already finished (resume=auto): skipped", run.path)
         return run.read_metrics().get(name)
+    set_torch_threads(threads)
     return train(cfg, option)[name]
 
 

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from emotionvision.atomic import full_disk_cause, naming_folder
+from emotionvision.cli.ddp import launched_rank
 from emotionvision.errors import usage_error
 from emotionvision.rundir import RunDir
 
@@ -105,13 +106,21 @@ def logger_folders(cfg: DictConfig, run: RunDir) -> set[str]:
 def remove_stub(run: RunDir, logger_dirs: set[str], started: float) -> bool:
     """Remove the run directory if it is a stub (`is_stub`) and this is rank zero. Returns whether it
     was removed."""
-    from lightning.pytorch.utilities import rank_zero_only  # Lightning's start-up cost: on failure only
-
-    if rank_zero_only.rank != 0 or not is_stub(run, logger_dirs, started):
+    if process_rank() != 0 or not is_stub(run, logger_dirs, started):
         return False
     shutil.rmtree(run.path, ignore_errors=True)
     log.info("Removed %s: the run failed before it wrote a checkpoint or metrics", run.path)
     return True
+
+
+def process_rank() -> int:
+    """This process's rank: Lightning's where a run loaded Lightning (its own launcher's ranks too), else
+    the cluster launcher's; a config error found before torch costs no Lightning import."""
+    if "lightning.pytorch" not in sys.modules:
+        return launched_rank()
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank
 
 
 def is_stub(run: RunDir, logger_dirs: set[str], started: float) -> bool:
