@@ -80,6 +80,15 @@ def make_tree() -> Callable[..., Path]:
     return make_image_tree
 
 
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's working directory for console-script runs, its images/ three tinted classes of 16
+    images (a module may define its own `work`)."""
+    cwd = tmp_path_factory.mktemp("work")
+    make_image_tree(cwd / "images", {"anger": 16, "happy": 16, "sad": 16})
+    return cwd
+
+
 @pytest.fixture(scope="session")
 def make_subject_tree() -> Callable[..., Path]:
     """The `subject_tree` helper."""

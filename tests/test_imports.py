@@ -21,6 +21,7 @@ TORCH_FREE = [
     "emotionvision.reporting.curves",
     "emotionvision.reporting.verdicts",
     "emotionvision.reporting.figures",
+    "emotionvision.reporting.hparams",
 ]
 
 

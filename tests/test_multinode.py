@@ -136,13 +136,6 @@ def epochs(run_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, make_tree) -> Path:
-    cwd = tmp_path_factory.mktemp("multinode")
-    make_tree(cwd / "images", {"anger": 16, "happy": 16, "sad": 16})
-    return cwd
-
-
-@pytest.fixture(scope="module")
 def one_process(work: Path) -> Path:
     """The same training in one process with the same total batch (in this process: no start-up)."""
     from emotionvision.cli import train

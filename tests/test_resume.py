@@ -69,13 +69,6 @@ def history(run_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, make_tree) -> Path:
-    cwd = tmp_path_factory.mktemp("resume")
-    make_tree(cwd / "images", {"anger": 16, "happy": 16, "sad": 16})
-    return cwd
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(work: Path) -> Path:
     run(work, f"hydra.run.dir={work / 'whole'}")
     return work / "whole"

@@ -4,11 +4,14 @@ and a few headline settings, not every key of the resolved config (that is in hp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:  # the caller's logger: reporting/ does not import Lightning
+    from lightning.pytorch.loggers import TensorBoardLogger
 
 # config groups that say where and how a run is written, not what is trained
 PLUMBING_GROUPS = frozenset({"paths", "images", "logger", "callbacks", "trainer", "hparams_search", "hydra"})
