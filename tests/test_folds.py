@@ -107,7 +107,8 @@ def test_folds_of_two_variants_under_joblib_write_summaries_and_compare_fold_by_
     swept variant's folds under the joblib launcher in variant/fold<k>/, writes each variant's summary,
     and emotionvision-compare pairs the variants fold by fold."""
     root = make_subject_tree(tmp_path / "images", subjects=4)
-    args = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.001,0.0001"]
+    # n_jobs=1: joblib runs the jobs in this process (workers of their own would each import torch again)
+    args = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "optimizer.lr=0.001,0.0001"]
     data = ["data=folder", f"data.root={root}", "data.folds=2", f"data.group_by='{SUBJECT}'"]
     train([*args, *data, *quick_run_overrides], tmp_path)
     (sweep_dir,) = (tmp_path / "logs/train/multiruns").iterdir()

@@ -59,13 +59,24 @@ def runs(work: Path, task: str = "train") -> list[Path]:
 
 
 @pytest.fixture
-def train(work: Path, quick_run_overrides: list[str]):
-    """`emotionvision-train` with the quick-run overrides; asserts that it left no run directory."""
+def train(work: Path, quick_run_overrides: list[str], capfd, monkeypatch):
+    """`emotionvision-train` with the quick-run overrides, its `main` run in this process (the console
+    script's own start-up and quiet console: tests/test_startup.py and the multirun test below); returns
+    its one error line and asserts that it left no run directory."""
+    from emotionvision.cli import train as command
+
     before = runs(work)
+    monkeypatch.chdir(work)
+    for name in ("EMOTIONVISION_ROOT", "HYDRA_FULL_ERROR"):
+        monkeypatch.delenv(name, raising=False)
 
     def _train(*args: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["emotionvision-train", *quick_run_overrides, *args])
+        with pytest.raises(SystemExit) as exit_info:
+            command.main()
+        stdout, stderr = capfd.readouterr()
         line = error_line(
-            run(work, "emotionvision-train", *quick_run_overrides, *args), "emotionvision-train"
+            subprocess.CompletedProcess([], exit_info.value.code, stdout, stderr), "emotionvision-train"
         )
         assert runs(work) == before, "a stub run directory was left behind"
         return line
