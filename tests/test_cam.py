@@ -21,6 +21,8 @@ from emotionvision.models.cam import (
     check_explainable,
     class_activation_maps,
     deletion_drops,
+    describe_target,
+    target_layer,
     tokens_to_maps,
     write_cam_report,
 )
@@ -99,8 +101,9 @@ def test_masking_the_maps_top_fifth_hurts_more_than_a_random_fifth(
 
 
 def test_the_report_draws_the_maps(
-    patch_model: EmotionClassifier, test_patches: tuple, tmp_path: Path
+    patch_model: EmotionClassifier, test_patches: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("INFO", logger="emotionvision.models.cam")
     images, labels = test_patches[0][:8], test_patches[1][:8]
     probabilities = torch.full((len(images), len(CLASSES)), 0.1)
     probabilities[torch.arange(len(images)), (labels + torch.arange(len(images)) % 2) % len(CLASSES)] = 0.8
@@ -114,6 +117,7 @@ def test_the_report_draws_the_maps(
         with Image.open(tmp_path / name) as figure:
             assert figure.width > 300
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert "GradCAM on features.26 (4x4 at 32 px)" in caplog.text
 
 
 def test_a_backbone_without_a_layer_leaves_the_maps_out_with_a_warning(
@@ -122,7 +126,7 @@ def test_a_backbone_without_a_layer_leaves_the_maps_out_with_a_warning(
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setitem(BACKBONES, "vgg_fer", replace(BACKBONES["vgg_fer"], cam_layer=None))
+    monkeypatch.setitem(BACKBONES, "vgg_fer", replace(BACKBONES["vgg_fer"], cam_layers=()))
     images, labels, _ = patch_set(2, seed=3)
     probabilities = torch.eye(len(CLASSES))[labels]
     report = write_cam_report(
@@ -144,13 +148,28 @@ def test_every_backbone_names_a_layer_that_gives_input_sized_maps(backbone: str)
     assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
 
 
+@pytest.mark.parametrize(("size", "layer", "grid"), [(64, "layer3", (4, 4)), (224, "layer4", (7, 7))])
+def test_the_deepest_layer_with_a_4x4_grid_is_the_target(size: int, layer: str, grid: tuple) -> None:
+    model = EmotionClassifier("resnet18", CLASSES, input_size=size).train()
+    assert target_layer(model)[::2] == (layer, grid)  # at 64 px layer4 is 2 x 2: layer3 instead
+    assert model.training  # the shape-finding forward pass in eval mode restores the mode
+    assert describe_target(model, "eigencam") == f"EigenCAM on {layer} ({grid[0]}x{grid[1]} at {size} px)"
+
+
 @pytest.mark.parametrize(
-    ("architecture", "size"),
-    [("resnet18", 64), ("vit_tiny_patch16_224", 64), ("swin_tiny_patch4_window7_224", 64)],
+    ("architecture", "size", "layer"),
+    [
+        ("resnet18", 64, "layer3"),
+        ("vit_tiny_patch16_224", 64, "blocks.10"),
+        ("swin_tiny_patch4_window7_224", 64, "layers.2"),
+    ],
 )
-def test_timm_models_get_their_last_feature_stage(architecture: str, size: int) -> None:
+def test_timm_models_get_their_deepest_feature_stage_with_a_4x4_grid(
+    architecture: str, size: int, layer: str
+) -> None:
     pytest.importorskip("timm")
     model = EmotionClassifier("timm", CLASSES, input_size=size, name=architecture).eval()
+    assert target_layer(model)[0] == layer
     images = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
     maps = class_activation_maps(model, images, torch.tensor([0, 1]), "gradcam")
     assert maps.shape == (2, size, size) and torch.isfinite(maps).all()

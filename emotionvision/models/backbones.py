@@ -39,10 +39,11 @@ class BackboneSpec:
     # adapt_weights(model, state) -> the ImageNet state dict fitted to `model` as built for its input size
     # (ViT: the position embedding interpolated); used for model.weights_path and model.init_from
     adapt_weights: Callable[[nn.Module, dict], dict] | None = None
-    # the class-activation-map target layer of the built network (an attribute path; emotionvision/
-    # models/cam.py) and the layout of its output: NCHW, NHWC (channels last) or tokens (B x N x C:
-    # leading class tokens, then the patch grid row by row)
-    cam_layer: str | None = None
+    # the class-activation-map candidate target layers of the built network (attribute paths, deepest
+    # first; emotionvision/models/cam.py takes the deepest whose grid is at least 4 x 4 at the input size)
+    # and the layout of their output: NCHW, NHWC (channels last) or tokens (B x N x C: leading class
+    # tokens, then the patch grid row by row); () names none
+    cam_layers: tuple[str, ...] = ()
     cam_layout: str = "NCHW"
 
     def accepts(self, input_size: int) -> bool:
@@ -66,14 +67,14 @@ def register_backbone(
     size_multiple: int = 1,
     set_stem: Callable[[nn.Module, str], None] | None = None,
     adapt_weights: Callable[[nn.Module, dict], dict] | None = None,
-    cam_layer: str | None = None,
+    cam_layers: tuple[str, ...] = (),
     cam_layout: str = "NCHW",
 ) -> Callable:
     """Decorator registering `build(pretrained: bool, input_size: int) -> nn.Module` under `name`."""
 
     def decorator(build: Callable[[bool, int], nn.Module]) -> Callable[[bool, int], nn.Module]:
         BACKBONES[name] = BackboneSpec(
-            build, heads, min_input_size, size_multiple, set_stem, adapt_weights, cam_layer, cam_layout
+            build, heads, min_input_size, size_multiple, set_stem, adapt_weights, cam_layers, cam_layout
         )
         return build
 
@@ -90,14 +91,14 @@ def set_resnet_stem(model: nn.Module, stem: str) -> None:
         model.maxpool = nn.Identity()
 
 
-@register_backbone("resnet18", "fc", set_stem=set_resnet_stem, cam_layer="layer4")
+@register_backbone("resnet18", "fc", set_stem=set_resnet_stem, cam_layers=("layer4", "layer3"))
 def resnet18(pretrained: bool, input_size: int) -> nn.Module:
     weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1 if pretrained else None
     return torchvision.models.resnet18(weights=weights)
 
 
 # the auxiliary head needs a 17x17 feature map: 299 px input
-@register_backbone("inception_v3", "fc", "AuxLogits.fc", min_input_size=299, cam_layer="Mixed_7c")
+@register_backbone("inception_v3", "fc", "AuxLogits.fc", min_input_size=299, cam_layers=("Mixed_7c",))
 def inception_v3(pretrained: bool, input_size: int) -> nn.Module:
     weights = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1 if pretrained else None
     # transform_input converts ImageNet-normalised input to the [-1, 1] scale of Google's weights
@@ -106,27 +107,27 @@ def inception_v3(pretrained: bool, input_size: int) -> nn.Module:
     )
 
 
-# the last ReLU of the last stage, before its max-pool (6 x 6 at 48 px)
-@register_backbone("vgg_fer", "fc", cam_layer="features.26")
+# the last ReLU of the last stage, before its max-pool (6 x 6 at 48 px), or of the stage before (12 x 12)
+@register_backbone("vgg_fer", "fc", cam_layers=("features.26", "features.19"))
 def vgg_fer(pretrained: bool, input_size: int) -> nn.Module:
     if pretrained:
         raise UsageError("vgg_fer has no ImageNet weights: set model.pretrained=false.")
     return VggFer()
 
 
-@register_backbone("convnext_tiny", "classifier.2", cam_layer="features.7")
+@register_backbone("convnext_tiny", "classifier.2", cam_layers=("features.7", "features.5"))
 def convnext_tiny(pretrained: bool, input_size: int) -> nn.Module:
     weights = torchvision.models.ConvNeXt_Tiny_Weights.IMAGENET1K_V1 if pretrained else None
     return torchvision.models.convnext_tiny(weights=weights)
 
 
-@register_backbone("efficientnet_b0", "classifier.1", cam_layer="features.8")
+@register_backbone("efficientnet_b0", "classifier.1", cam_layers=("features.8", "features.5"))
 def efficientnet_b0(pretrained: bool, input_size: int) -> nn.Module:
     weights = torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1 if pretrained else None
     return torchvision.models.efficientnet_b0(weights=weights)
 
 
-@register_backbone("mobilenet_v3_large", "classifier.3", cam_layer="features.16")
+@register_backbone("mobilenet_v3_large", "classifier.3", cam_layers=("features.16", "features.12"))
 def mobilenet_v3_large(pretrained: bool, input_size: int) -> nn.Module:
     weights = torchvision.models.MobileNet_V3_Large_Weights.IMAGENET1K_V1 if pretrained else None
     return torchvision.models.mobilenet_v3_large(weights=weights)
@@ -147,7 +148,7 @@ def resize_vit_embeddings(model: nn.Module, state: dict) -> dict:
     "heads.head",
     size_multiple=16,
     adapt_weights=resize_vit_embeddings,
-    cam_layer="encoder.layers.encoder_layer_11.ln_1",
+    cam_layers=("encoder.layers.encoder_layer_11.ln_1",),
     cam_layout="tokens",
 )
 def vit_b_16(pretrained: bool, input_size: int) -> nn.Module:
@@ -160,7 +161,7 @@ def vit_b_16(pretrained: bool, input_size: int) -> nn.Module:
 
 # four stages that halve the 4 x 4-patch grid three times: an image side that is a multiple of 32 keeps
 # every patch merge exact (Swin's 7 x 7 attention windows pad a smaller grid)
-@register_backbone("swin_t", "head", size_multiple=32, cam_layer="norm", cam_layout="NHWC")
+@register_backbone("swin_t", "head", size_multiple=32, cam_layers=("norm", "features.5"), cam_layout="NHWC")
 def swin_t(pretrained: bool, input_size: int) -> nn.Module:
     weights = torchvision.models.Swin_T_Weights.IMAGENET1K_V1 if pretrained else None
     return torchvision.models.swin_t(weights=weights)

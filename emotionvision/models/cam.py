@@ -1,10 +1,12 @@
 """Class-activation maps of a classifier (pytorch-grad-cam, the `explain` extra): where the model looks.
 
-The target layer comes from the backbone registry (`BackboneSpec.cam_layer` and `cam_layout`; a timm
-model's last feature stage). A run's report gets `cam_by_class.png` (the mean map per true class over
-the class's mean image), `errors_cam.png` (the most confident mistakes with their maps) and the
-faithfulness of the maps: the drop in the predicted class's probability when the top 20% of each map is
-replaced by the image's mean colour, against a random 20% (`deletion_drops`).
+The target layer is the deepest of the backbone registry's candidates (`BackboneSpec.cam_layers` and
+`cam_layout`; a timm model's last two feature stages) whose output grid is at least MIN_GRID x MIN_GRID
+at the model's input size (at 48-64 px a ResNet's last stage is 2 x 2: too coarse). A run's report
+gets `cam_by_class.png` (the mean map per true class over the class's mean image), `errors_cam.png` (the
+most confident mistakes with their maps) and the faithfulness of the maps: the drop in the predicted
+class's probability when the top 20% of each map is replaced by the image's mean colour, against a
+random 20% (`deletion_drops`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib
 import importlib.util
 import logging
 from collections.abc import Callable
+from functools import partial
 from math import isqrt
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +47,7 @@ DELETED = 0.2  # the share of each image that the faithfulness test masks
 # metrics.json's keys of the mean drops (`deletion_drops`): cam/deletion_drop_top20, ..._random20
 DROP_KEYS = {name: f"cam/deletion_drop_{name}{round(100 * DELETED)}" for name in ("top", "random")}
 BATCH_SIZE = 32
+MIN_GRID = 4  # the smallest side of a target layer's output grid, where a candidate has it
 OVERLAY_MIN_SIDE = 224  # predict's overlay PNGs are enlarged to at least this side
 
 
@@ -84,33 +88,66 @@ def check_explainable(model: nn.Module, method: str) -> None:
         )
 
 
-def target_layer(model: EmotionClassifier) -> tuple[nn.Module, Callable | None]:
-    """The CAM target layer of the classifier's network and the reshape of its output to B x C x h x w
-    (None: it is one already)."""
-    backbone, network = model.hparams.backbone, model.model
+def target_layer(model: EmotionClassifier) -> tuple[str, Callable | None, tuple[int, int]]:
+    """The CAM target layer of the classifier's network (an attribute path), the reshape of its output
+    to B x C x h x w (None: it is one already) and its h x w grid: the deepest candidate whose grid is
+    at least MIN_GRID x MIN_GRID at the model's input size, else the shallowest."""
+    backbone = model.hparams.backbone
     if backbone == TIMM:
-        name, layout = _timm_target(network)
+        names, layout = _timm_targets(model.model)
     else:
         spec = BACKBONES[backbone]
-        if spec.cam_layer is None:
+        if not spec.cam_layers:
             raise UsageError(
-                f"Backbone {backbone} names no CAM target layer (register_backbone(..., cam_layer=...)): "
+                f"Backbone {backbone} names no CAM target layer (register_backbone(..., cam_layers=...)): "
                 f"set callbacks.report.explain=null."
             )
-        name, layout = spec.cam_layer, spec.cam_layout
-    return network.get_submodule(name), RESHAPES[layout]
+        names, layout = spec.cam_layers, spec.cam_layout
+    grids = output_grids(model, names, RESHAPES[layout])
+    name = next((name for name in names if min(grids[name]) >= MIN_GRID), names[-1])
+    return name, RESHAPES[layout], grids[name]
 
 
-def _timm_target(network: nn.Module) -> tuple[str, str]:
-    """A timm model's last feature stage (`feature_info`) and its layout. A token model's class token
-    reads the patch tokens in its last block, so the layer is that block's input: the stage before."""
+def output_grids(
+    model: EmotionClassifier, names: tuple[str, ...], reshape: Callable | None
+) -> dict[str, tuple[int, int]]:
+    """The h x w grid of the (reshaped) output of each layer `names` of the classifier's network, from
+    one forward pass of a blank image of the model's input size (eval mode, restored after)."""
+    grids: dict[str, tuple[int, int]] = {}
+
+    def record(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        grids[name] = tuple((reshape(output) if reshape else output).shape[-2:])
+
+    network, side = model.model, model.hparams.input_size
+    hooks = [network.get_submodule(name).register_forward_hook(partial(record, name)) for name in names]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            network.eval()(torch.zeros(1, 3, side, side, device=model.device, dtype=model.dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return grids
+
+
+def describe_target(model: EmotionClassifier, method: str) -> str:
+    """Which layer `method`'s maps of `model` come from, e.g. 'GradCAM on layer3 (4x4 at 64 px)'."""
+    check_method(method)
+    name, _, (height, width) = target_layer(model)
+    return f"{METHODS[method]} on {name} ({height}x{width} at {model.hparams.input_size} px)"
+
+
+def _timm_targets(network: nn.Module) -> tuple[tuple[str, ...], str]:
+    """A timm model's last two feature stages (`feature_info`), deepest first, and their layout. A
+    token model's class token reads the patch tokens in its last block, so its one layer is that block's
+    input: the stage before."""
     stages = network.feature_info
-    stages = stages.get_dicts() if hasattr(stages, "get_dicts") else stages
-    if getattr(network, "output_fmt", "NCHW") == "NHWC":
-        return stages[-1]["module"], "NHWC"
-    if hasattr(network, "num_prefix_tokens"):
-        return stages[-2]["module"], "tokens"
-    return stages[-1]["module"], "NCHW"
+    stages = [stage["module"] for stage in (stages.get_dicts() if hasattr(stages, "get_dicts") else stages)]
+    layout = getattr(network, "output_fmt", "NCHW")
+    if layout != "NHWC" and hasattr(network, "num_prefix_tokens"):
+        return (stages[-2],), "tokens"
+    return tuple(reversed(stages[-2:])), layout
 
 
 def class_activation_maps(
@@ -123,7 +160,8 @@ def class_activation_maps(
     cam_class = getattr(_import_grad_cam(), METHODS[method])
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    layer, reshape = target_layer(model)
+    name, reshape, _ = target_layer(model)
+    layer = model.model.get_submodule(name)
     was_training = model.training
     maps = []
     with (
@@ -251,8 +289,8 @@ def missing_maps(model: nn.Module) -> str | None:
     if importlib.util.find_spec("pytorch_grad_cam") is None:
         return f"{INSTALL_HINT} adds them"
     backbone = model.hparams.backbone
-    if backbone != TIMM and BACKBONES[backbone].cam_layer is None:
-        return f"backbone {backbone} names no target layer (register_backbone(..., cam_layer=...))"
+    if backbone != TIMM and not BACKBONES[backbone].cam_layers:
+        return f"backbone {backbone} names no target layer (register_backbone(..., cam_layers=...))"
     return None
 
 
@@ -276,6 +314,7 @@ def write_cam_report(
     if reason := missing_maps(model):
         log.warning("No class-activation maps in the report: %s.", reason)
         return {}
+    log.info(describe_target(model, method))
     confidence, predicted = probabilities.max(dim=1)
     shown = confident_mistakes(probabilities, targets, MISTAKES_SHOWN)
     results, image_sums, map_sums, shown_maps = summarise_maps(
@@ -332,6 +371,7 @@ def explain_predictions(
     """The overlay PNG (`write_overlays`) of the top label of each read file of `predictions`, in
     `folder` as <row>_<file stem>.png (row: its row in the predictions file, from 1); returns them."""
     check_explainable(predictor.model, method)
+    log.info(describe_target(predictor.model, method))
     width = len(str(len(predictions)))
     rows = [(row, p) for row, p in enumerate(predictions, start=1) if p.error is None]
     written = []
