@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -63,6 +64,14 @@ def subject_tree(root: Path, subjects: int = 12, per_subject: int = 2) -> Path:
             for n in range(per_subject):
                 class_image(label, rng).save(root / name / f"S{subject:03d}_{n}.png")
     return root
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with more `slow` tests first, each file's tests in their order: xdist hands whole files
+    (`--dist loadfile`) to workers in collection order, so the long files start early and the short
+    ones fill in at the end, rather than one worker finishing a long file alone."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # a stable sort: files stay together, in order
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
