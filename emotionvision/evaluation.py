@@ -62,7 +62,9 @@ def evaluate(cfg: DictConfig) -> dict:
     loader = make_loader(dataset, cfg.data.batch_size, cfg.data.num_workers)
     # the learning curves and overfitting diagnostics of one training run: none for an ensemble
     monitor = run_monitor(run) if not ensemble else OmegaConf.create({"metric": None, "mode": "max"})
-    report = ReportCallback(output.path, monitor.metric, monitor.mode, run_dir=run.path, split=split)
+    report = ReportCallback(
+        output.path, monitor.metric, monitor.mode, run_dir=run.path, split=split, subsets=run_subsets(run)
+    )
     trainer = instantiate(cfg.trainer, callbacks=[report])
     # verbose=False: the report logs its metrics (Lightning's table would average over absent classes)
     trainer.test(model, dataloaders=loader, verbose=False)
@@ -162,6 +164,20 @@ def run_monitor(run: RunDir) -> DictConfig:
             "mode": mode if mode in ("max", "min") else "max",
         }
     )
+
+
+def run_subsets(run: RunDir) -> dict[str, str] | None:
+    """The parts of the test images the training run reported on their own (its config's
+    `callbacks.report.subsets`, {name: regular expression on the file name}: FER2013's PublicTest_ and
+    PrivateTest_), so that its evaluation reports them too; None where it names none. Strings only are
+    read, as in `run_monitor`."""
+    config = run.read_config() if run.config.is_file() else OmegaConf.create()
+    subsets = OmegaConf.select(
+        config, "callbacks.report.subsets", default=None, throw_on_resolution_failure=False
+    )
+    if not isinstance(subsets, DictConfig):
+        return None
+    return {str(name): pattern for name, pattern in subsets.items() if isinstance(pattern, str)} or None
 
 
 def choose_classes(

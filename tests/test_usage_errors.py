@@ -3,6 +3,7 @@ exit status 1) and leaves no stub run directory behind."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from emotionvision.cli.usage import is_stub, logger_folders, reports_usage_errors
+from emotionvision.cli.usage import is_stub, logger_folders, remove_stub, reports_usage_errors
 from emotionvision.errors import UsageError, check_arguments, usage_error
 from emotionvision.rundir import RunDir
 
@@ -209,6 +210,25 @@ def test_only_stubs_of_this_process_count_as_stubs(tmp_path: Path, monkeypatch) 
     os.utime(old.path / "train.log", (time.time() - 3600,) * 2)
     assert not is_stub(old, set(), started)
     assert not is_stub(stub(tmp_path), set(), started)  # the current directory
+
+
+def test_a_removed_stub_takes_its_log_handlers_with_it(tmp_path: Path, monkeypatch) -> None:
+    """The job's log file handler, on the root logger and another, is closed and removed with the stub:
+    a later line of the same process (the next in-process run, a test) does not reopen it."""
+    monkeypatch.chdir(tmp_path)
+    made = stub(tmp_path / "stub")
+    handler = logging.FileHandler(made.path / "train.log")
+    named = logging.getLogger("emotionvision.test_stub")
+    for logger in (logging.getLogger(), named):
+        logger.addHandler(handler)
+    try:
+        assert remove_stub(made, set(), time.time() - 2) and not made.path.exists()
+        assert handler not in logging.getLogger().handlers and handler not in named.handlers
+        named.warning("after the clean-up")  # with the handler still attached: FileNotFoundError
+        assert not made.path.exists()
+    finally:
+        for logger in (logging.getLogger(), named):
+            logger.removeHandler(handler)
 
 
 def test_logger_folders_are_read_from_the_logger_configs(tmp_path: Path) -> None:

@@ -108,9 +108,23 @@ def remove_stub(run: RunDir, logger_dirs: set[str], started: float) -> bool:
     was removed."""
     if process_rank() != 0 or not is_stub(run, logger_dirs, started):
         return False
+    detach_file_handlers(run.path)
     shutil.rmtree(run.path, ignore_errors=True)
     log.info("Removed %s: the run failed before it wrote a checkpoint or metrics", run.path)
     return True
+
+
+def detach_file_handlers(folder: Path) -> None:
+    """Close and remove the logging handlers that write into `folder` (the job's <command>.log), from
+    every logger: a removed stub's log must not be reopened by a later line of this process."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", [])):  # placeholders have none
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(
+                folder.resolve()
+            ):
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def process_rank() -> int:
