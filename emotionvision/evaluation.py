@@ -63,7 +63,13 @@ def evaluate(cfg: DictConfig) -> dict:
     # the learning curves and overfitting diagnostics of one training run: none for an ensemble
     monitor = run_monitor(run) if not ensemble else OmegaConf.create({"metric": None, "mode": "max"})
     report = ReportCallback(
-        output.path, monitor.metric, monitor.mode, run_dir=run.path, split=split, subsets=run_subsets(run)
+        output.path,
+        monitor.metric,
+        monitor.mode,
+        run_dir=run.path,
+        split=split,
+        subsets=run_subsets(run),
+        explain=cfg.explain,
     )
     trainer = instantiate(cfg.trainer, callbacks=[report])
     # verbose=False: the report logs its metrics (Lightning's table would average over absent classes)

@@ -201,9 +201,13 @@ def test_eval_of_another_folder_and_of_a_manifest(run_dir: Path, tmp_path: Path)
     files = sorted(folder.rglob("*.png"))
     listed.write_text("path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in files))
     from_manifest = evaluation.evaluate(
-        compose_eval(tmp_path / "csv", f"ckpt_path={best}", f"data.root={listed}")
+        compose_eval(tmp_path / "csv", f"ckpt_path={best}", f"data.root={listed}", "explain=null")
     )
     assert from_manifest["all/confusion_matrix"] == report["all/confusion_matrix"]
+    assert "cam/method" in report and (tmp_path / "report" / "cam_by_class.png").is_file()
+    assert (
+        "cam/method" not in from_manifest and not (tmp_path / "csv" / "report" / "cam_by_class.png").exists()
+    )
     assert from_manifest["num_images"] == 10 and from_manifest["all/acc"] == pytest.approx(report["all/acc"])
 
 
