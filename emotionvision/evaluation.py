@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -155,15 +156,20 @@ def seen_in_training(paths: list[Path], runs: list[RunDir], own_split: bool) -> 
     return seen
 
 
+def saved_setting(run: RunDir, key: str) -> Any:
+    """The value of `key` in the training run's .hydra/config.yaml, read and never instantiated; None
+    where the file or the key is missing or does not resolve."""
+    config = run.read_config() if run.config.is_file() else OmegaConf.create()
+    return OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+
+
 def run_monitor(run: RunDir) -> DictConfig:
     """The training run's monitored metric and mode (from its .hydra/config.yaml), for its learning
     curves; metric None where the run's config is missing or names none. Only these two strings are
     read: nothing of the config of a run directory (which may come from elsewhere) is instantiated by
     an evaluation or a cross-data-set matrix (resume= checks what it instantiates:
     emotionvision/targets.py)."""
-    config = run.read_config() if run.config.is_file() else OmegaConf.create()
-    metric = OmegaConf.select(config, "monitor.metric", default=None, throw_on_resolution_failure=False)
-    mode = OmegaConf.select(config, "monitor.mode", default=None, throw_on_resolution_failure=False)
+    metric, mode = saved_setting(run, "monitor.metric"), saved_setting(run, "monitor.mode")
     return OmegaConf.create(
         {
             "metric": metric if isinstance(metric, str) else None,
@@ -177,10 +183,7 @@ def run_subsets(run: RunDir) -> dict[str, str] | None:
     `callbacks.report.subsets`, {name: regular expression on the file name}: FER2013's PublicTest_ and
     PrivateTest_), so that its evaluation reports them too; None where it names none. Strings only are
     read, as in `run_monitor`."""
-    config = run.read_config() if run.config.is_file() else OmegaConf.create()
-    subsets = OmegaConf.select(
-        config, "callbacks.report.subsets", default=None, throw_on_resolution_failure=False
-    )
+    subsets = saved_setting(run, "callbacks.report.subsets")
     if not isinstance(subsets, DictConfig):
         return None
     return {str(name): pattern for name, pattern in subsets.items() if isinstance(pattern, str)} or None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from functools import partial
 from math import isqrt
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -88,10 +88,19 @@ def check_explainable(model: nn.Module, method: str) -> None:
         )
 
 
-def target_layer(model: EmotionClassifier) -> tuple[str, Callable | None, tuple[int, int]]:
-    """The CAM target layer of the classifier's network (an attribute path), the reshape of its output
-    to B x C x h x w (None: it is one already) and its h x w grid: the deepest candidate whose grid is
-    at least MIN_GRID x MIN_GRID at the model's input size, else the shallowest."""
+class CamTarget(NamedTuple):
+    """A CAM target layer of a classifier's network: its attribute path, the reshape of its output to
+    B x C x h x w (None: it is one already) and its h x w grid at the model's input size."""
+
+    name: str
+    reshape: Callable | None
+    grid: tuple[int, int]
+
+
+def target_layer(model: EmotionClassifier) -> CamTarget:
+    """The CAM target layer of the classifier's network: the deepest candidate whose grid is at least
+    MIN_GRID x MIN_GRID at the model's input size, else the shallowest (one forward pass: find it once
+    per report and hand it on)."""
     backbone = model.hparams.backbone
     if backbone == TIMM:
         names, layout = _timm_targets(model.model)
@@ -105,7 +114,7 @@ def target_layer(model: EmotionClassifier) -> tuple[str, Callable | None, tuple[
         names, layout = spec.cam_layers, spec.cam_layout
     grids = output_grids(model, names, RESHAPES[layout])
     name = next((name for name in names if min(grids[name]) >= MIN_GRID), names[-1])
-    return name, RESHAPES[layout], grids[name]
+    return CamTarget(name, RESHAPES[layout], grids[name])
 
 
 def output_grids(
@@ -131,10 +140,11 @@ def output_grids(
     return grids
 
 
-def describe_target(model: EmotionClassifier, method: str) -> str:
-    """Which layer `method`'s maps of `model` come from, e.g. 'GradCAM on layer3 (4x4 at 64 px)'."""
+def describe_target(model: EmotionClassifier, method: str, target: CamTarget | None = None) -> str:
+    """Which layer `method`'s maps of `model` come from (`target`, else `target_layer`), e.g. 'GradCAM on
+    layer3 (4x4 at 64 px)'."""
     check_method(method)
-    name, _, (height, width) = target_layer(model)
+    name, _, (height, width) = target or target_layer(model)
     return f"{METHODS[method]} on {name} ({height}x{width} at {model.hparams.input_size} px)"
 
 
@@ -151,7 +161,11 @@ def _timm_targets(network: nn.Module) -> tuple[tuple[str, ...], str]:
 
 
 def class_activation_maps(
-    model: EmotionClassifier, images: torch.Tensor, classes: torch.Tensor, method: str = "gradcam"
+    model: EmotionClassifier,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    method: str = "gradcam",
+    target: CamTarget | None = None,
 ) -> torch.Tensor:
     """N x H x W maps in [0, 1] of uint8 N x 3 x H x W `images` for class indices `classes` (each map
     scaled to its own maximum), by pytorch-grad-cam's `method` (METHODS). Runs with gradients even
@@ -160,7 +174,7 @@ def class_activation_maps(
     cam_class = getattr(_import_grad_cam(), METHODS[method])
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    name, reshape, _ = target_layer(model)
+    name, reshape, _ = target or target_layer(model)
     layer = model.model.get_submodule(name)
     was_training = model.training
     maps = []
@@ -260,6 +274,7 @@ def summarise_maps(
     num_classes: int,
     keep: list[int],
     method: str,
+    target: CamTarget,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
     """The maps of images `image_of(i)` for `classes` (one per image), a batch at a time: the mean
     `deletion_drops` (keyed DROP_KEYS), the sums of the images and of the maps per true
@@ -272,7 +287,7 @@ def summarise_maps(
     for start in range(0, len(classes), BATCH_SIZE):
         members = torch.arange(start, min(start + BATCH_SIZE, len(classes)))
         images = torch.from_numpy(np.stack([image_of(i) for i in members.tolist()])).permute(0, 3, 1, 2)
-        maps = class_activation_maps(model, images, classes[members], method)
+        maps = class_activation_maps(model, images, classes[members], method, target)
         for name, values in deletion_drops(model, images, maps, classes[members], generator).items():
             drops[name].append(values)
         image_sums.index_add_(0, targets[members], images.float())
@@ -314,11 +329,12 @@ def write_cam_report(
     if reason := missing_maps(model):
         log.warning("No class-activation maps in the report: %s.", reason)
         return {}
-    log.info(describe_target(model, method))
+    target = target_layer(model)
+    log.info(describe_target(model, method, target))
     confidence, predicted = probabilities.max(dim=1)
     shown = confident_mistakes(probabilities, targets, MISTAKES_SHOWN)
     results, image_sums, map_sums, shown_maps = summarise_maps(
-        model, image_of, predicted, targets, len(class_names), shown, method
+        model, image_of, predicted, targets, len(class_names), shown, method, target
     )
     label = METHODS[method]
     captions = [
@@ -351,11 +367,12 @@ def write_overlays(
     classes: list[int],
     paths: list[Path],
     method: str = "gradcam",
+    target: CamTarget | None = None,
 ) -> None:
     """Write each uint8 3 x S x S image of `pixels` with the map of its class in `classes` drawn over
     it, as a PNG file at `paths` (enlarged to at least OVERLAY_MIN_SIDE px)."""
     images = torch.stack(pixels).cpu()
-    maps = class_activation_maps(model, images, torch.tensor(classes), method)
+    maps = class_activation_maps(model, images, torch.tensor(classes), method, target)
     for image, cam_map, path in zip(images, maps, paths, strict=True):
         drawn = Image.fromarray(overlay(image.permute(1, 2, 0).numpy(), cam_map.numpy()))
         scale = max(1, -(-OVERLAY_MIN_SIDE // drawn.width))
@@ -371,7 +388,8 @@ def explain_predictions(
     """The overlay PNG (`write_overlays`) of the top label of each read file of `predictions`, in
     `folder` as <row>_<file stem>.png (row: its row in the predictions file, from 1); returns them."""
     check_explainable(predictor.model, method)
-    log.info(describe_target(predictor.model, method))
+    target = target_layer(predictor.model)
+    log.info(describe_target(predictor.model, method, target))
     width = len(str(len(predictions)))
     rows = [(row, p) for row, p in enumerate(predictions, start=1) if p.error is None]
     written = []
@@ -380,6 +398,6 @@ def explain_predictions(
         paths = [folder / f"{row:0{width}d}_{Path(p.path).stem}.png" for row, p in chunk]
         pixels = [predictor.decode(Path(p.path)) for _, p in chunk]
         classes = [predictor.class_names.index(p.labels[0]) for _, p in chunk]
-        write_overlays(predictor.model, pixels, classes, paths, method)
+        write_overlays(predictor.model, pixels, classes, paths, method, target)
         written += paths
     return written
