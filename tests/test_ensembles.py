@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -151,13 +152,20 @@ def test_checkpoints_that_disagree_are_refused_in_one_line(
 def test_compare_sets_the_ensemble_beside_the_single_models(
     sweep_dir: Path, ensemble_dir: Path, tmp_path: Path
 ) -> None:
-    report = compare([sweep_dir, ensemble_dir], tmp_path / "out")
+    # a second ensemble's report, of another sweep's checkpoints, stands as its own variant
+    other = tmp_path / "other_ensemble"
+    shutil.copytree(ensemble_dir, other)
+    metrics = read_metrics(other)
+    metrics["checkpoints"] = [f"other_sweep/{job}/checkpoints/best.ckpt" for job in (0, 1)]
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    report = compare([sweep_dir, ensemble_dir, other], tmp_path / "out")
+    ensemble = f"ensemble of 2 checkpoints from {sweep_dir.name}, tta=flip"
     assert "| single models | 2 |" in report
-    assert "| ensemble of 2 checkpoints, tta=flip | 1 |" in report
+    assert f"| {ensemble} | 1 |" in report
+    assert "| ensemble of 2 checkpoints from other_sweep, tta=flip | 1 |" in report
     assert "Every run used the same split" in report
     assert "## Beside single models (not paired)" in report
-    assert "- ensemble of 2 checkpoints, tta=flip: test/acc " in report and "unpaired, so no test" in report
+    assert f"- {ensemble}: test/acc " in report and "unpaired, so no test" in report
     with (tmp_path / "out/runs.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    variants = ["single models", "single models", "ensemble of 2 checkpoints, tta=flip"]
-    assert [row["variant"] for row in rows] == variants
+    assert [row["variant"] for row in rows][:3] == ["single models", "single models", ensemble]

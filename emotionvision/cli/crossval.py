@@ -30,7 +30,7 @@ from emotionvision.rundir import RunDir
 log = logging.getLogger(__name__)
 
 
-def register_fold_resolvers() -> None:
+def register_sweep_resolvers() -> None:
     """`${fold_mode:folds,fold}` and `${fold_subdir:num,fold,sweep_dir,overrides}` of
     conf/hydra/train.yaml, and `${sweep_version:fold,run_dir}` of conf/logger/tensorboard.yaml."""
     OmegaConf.register_new_resolver("fold_mode", fold_mode, replace=True)

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from emotionvision.cli.crossval import register_fold_resolvers
+from emotionvision.cli.crossval import register_sweep_resolvers
 from emotionvision.cli.ddp import keep_ranks_in_job_dir
 from emotionvision.cli.hydra_compat import share_config_store
 from emotionvision.cli.resume import register_resolvers, resume_config
@@ -87,7 +87,7 @@ def train(cfg: DictConfig, checkpoint_option: str = "ckpt_path") -> dict[str, fl
 
 # the resolvers of conf/hydra/default.yaml and train.yaml and the config schemas, before Hydra composes
 register_resolvers()
-register_fold_resolvers()
+register_sweep_resolvers()
 register_schemas()
 share_config_store()
 

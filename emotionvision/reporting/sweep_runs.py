@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,11 +142,16 @@ def swept_keys(runs: list[Run]) -> list[str]:
 
 
 def evaluation_variant(run: Run) -> str:
-    """An evaluation run's label: 'ensemble of 5 checkpoints' or 'best-epoch007.ckpt', and its tta."""
-    checkpoints = run.checkpoints or []
+    """An evaluation run's label: what it evaluated and where from ('ensemble of 5 checkpoints from
+    <sweep>', 'best-epoch007.ckpt from <run>'), and its tta: two ensembles of different sweeps differ."""
+    checkpoints = [Path(path) for path in run.checkpoints or []]
     several = len(checkpoints) > 1
-    name = f"ensemble of {len(checkpoints)} checkpoints" if several else Path(checkpoints[0]).name
-    return name + ("" if run.tta == "none" else f", tta={run.tta}")
+    name = f"ensemble of {len(checkpoints)} checkpoints" if several else checkpoints[0].name
+    source = Path(os.path.commonpath(checkpoints)) if several else checkpoints[0].parent
+    if source.name == "checkpoints":
+        source = source.parent
+    label = f"{name} from {source.name}" if source.name else name
+    return label + ("" if run.tta == "none" else f", tta={run.tta}")
 
 
 def assign_variants(runs: list[Run], keys: list[str]) -> list[str]:
