@@ -214,19 +214,23 @@ def test_only_stubs_of_this_process_count_as_stubs(tmp_path: Path, monkeypatch) 
 
 def test_a_removed_stub_takes_its_log_handlers_with_it(tmp_path: Path, monkeypatch) -> None:
     """The job's log file handler, on the root logger and another, is closed and removed with the stub:
-    a later line of the same process (the next in-process run, a test) does not reopen it."""
+    a later line of the same process (the next in-process run, a test) does not try to reopen it."""
     monkeypatch.chdir(tmp_path)
     made = stub(tmp_path / "stub")
-    handler = logging.FileHandler(made.path / "train.log")
+    # delay=True: opened at its first line, as a closed handler is reopened; left attached, the line after
+    # the clean-up raises FileNotFoundError (train.log in the removed folder)
+    handler = logging.FileHandler(made.path / "train.log", delay=True)
     named = logging.getLogger("emotionvision.test_stub")
+    named.propagate = False
     for logger in (logging.getLogger(), named):
         logger.addHandler(handler)
     try:
         assert remove_stub(made, set(), time.time() - 2) and not made.path.exists()
         assert handler not in logging.getLogger().handlers and handler not in named.handlers
-        named.warning("after the clean-up")  # with the handler still attached: FileNotFoundError
+        named.warning("after the clean-up")
         assert not made.path.exists()
     finally:
+        named.propagate = True
         for logger in (logging.getLogger(), named):
             logger.removeHandler(handler)
 

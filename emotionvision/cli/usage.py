@@ -118,11 +118,10 @@ def detach_file_handlers(folder: Path) -> None:
     """Close and remove the logging handlers that write into `folder` (the job's <command>.log), from
     every logger: a removed stub's log must not be reopened by a later line of this process."""
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    gone = folder.resolve()
     for logger in loggers:
         for handler in list(getattr(logger, "handlers", [])):  # placeholders have none
-            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(
-                folder.resolve()
-            ):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(gone):
                 logger.removeHandler(handler)
                 handler.close()
 
