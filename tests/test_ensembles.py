@@ -152,17 +152,23 @@ def test_checkpoints_that_disagree_are_refused_in_one_line(
 def test_compare_sets_the_ensemble_beside_the_single_models(
     sweep_dir: Path, ensemble_dir: Path, tmp_path: Path
 ) -> None:
-    # a second ensemble's report, of another sweep's checkpoints, stands as its own variant
-    other = tmp_path / "other_ensemble"
-    shutil.copytree(ensemble_dir, other)
-    metrics = read_metrics(other)
-    metrics["checkpoints"] = [f"other_sweep/{job}/checkpoints/best.ckpt" for job in (0, 1)]
-    (other / "metrics.json").write_text(json.dumps(metrics))
-    report = compare([sweep_dir, ensemble_dir, other], tmp_path / "out")
+    # a second ensemble's report, of another sweep's checkpoints, and one checkpoint's evaluation
+    # without tta each stand as their own variant
+    other, single = tmp_path / "other_ensemble", tmp_path / "single_checkpoint"
+    for folder, checkpoints, tta in (
+        (other, [f"other_sweep/{job}/checkpoints/best.ckpt" for job in (0, 1)], "flip"),
+        (single, ["some_run/checkpoints/best-epoch007.ckpt"], "none"),
+    ):
+        shutil.copytree(ensemble_dir, folder)
+        metrics = read_metrics(folder)
+        metrics.update(checkpoints=checkpoints, tta=tta)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    report = compare([sweep_dir, ensemble_dir, other, single], tmp_path / "out")
     ensemble = f"ensemble of 2 checkpoints from {sweep_dir.name}, tta=flip"
     assert "| single models | 2 |" in report
     assert f"| {ensemble} | 1 |" in report
     assert "| ensemble of 2 checkpoints from other_sweep, tta=flip | 1 |" in report
+    assert "| best-epoch007.ckpt from some_run | 1 |" in report
     assert "Every run used the same split" in report
     assert "## Beside single models (not paired)" in report
     assert f"- {ensemble}: test/acc " in report and "unpaired, so no test" in report
