@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from emotionvision.cli.train import train
-from emotionvision.data import EmotionDataModule
+from emotionvision.data import EmotionDataModule, faces
 from emotionvision.data.cache import CACHE_VERSION, DecodeCache
 from emotionvision.data.faces import FaceCrop
 from emotionvision.data.images import SkipReport
@@ -90,3 +90,23 @@ def test_prediction_crops_the_face_as_training_did(photos: Path, tmp_path: Path,
     _, (cached,) = DecodeCache(tmp_path / "cache", 48, FaceCrop(**FACE)).get_many([photo], SkipReport())
     assert torch.equal(predictor.decode(photo), cached.pixels)  # the same crop, grey and size
     assert (tmp_path / "run/faces.png").is_file()
+
+
+def test_another_size_crops_the_faces_found_before(photos: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    crop, paths = FaceCrop(**FACE), sorted(path for path in photos.rglob("*") if path.is_file())[::3]
+    DecodeCache(tmp_path / "cache", 48, crop).get_many(paths, SkipReport())
+    _, detected = DecodeCache(tmp_path / "fresh", 64, crop).get_many(paths, SkipReport())
+
+    def no_detector(name: str) -> None:
+        raise AssertionError(f"the {name} detector ran again")
+
+    monkeypatch.setattr(faces, "_shared_detector", no_detector)
+    with caplog.at_level("INFO", logger="emotionvision"):
+        _, reused = DecodeCache(tmp_path / "cache", 64, crop).get_many(paths, SkipReport())
+    assert "Their faces found before, at another size: 8" in caplog.text
+    assert [image.face_box for image in reused] == [image.face_box for image in detected]
+    assert any(image.face_box is None for image in reused) and any(image.face_box for image in reused)
+    assert all(torch.equal(a.pixels, b.pixels) for a, b in zip(reused, detected, strict=True))
+    with pytest.raises(AssertionError, match="ran again"):  # other crop settings: detected anew
+        wider = FaceCrop(**(FACE | {"margin": 0.3}))
+        DecodeCache(tmp_path / "cache", 64, wider).get_many(paths, SkipReport())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 from emotionvision.atomic import atomic_open
-from emotionvision.data.faces import Box, FaceCrop
+from emotionvision.data.faces import DETECT, Box, FaceCrop
 from emotionvision.data.images import (
     DECODE_ERRORS,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -82,9 +83,11 @@ def decode_image(
     size: int,
     face_crop: FaceCrop | None = None,
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    face_box: Box | str | None = DETECT,
 ) -> tuple[torch.Tensor, Box | None]:
     """The uint8 (3, size, size) tensor of an image file (its face crop, with `face_crop`) and the
-    face box found: the one decode path of training, evaluation and prediction. Raises
+    face box found (or the `face_box` found before, see `FaceCrop.apply`): the one decode path of
+    training, evaluation and prediction. Raises
     ImageTooLargeError above `max_pixels` pixels (None: no limit), UnidentifiedImageError for
     non-images, OSError / ValueError for unreadable ones (`skip_reason` names each).
 
@@ -95,7 +98,7 @@ def decode_image(
         image = load_rgb(path, max(size, FACE_DECODE_SIZE) if face_crop else size, max_pixels)
         box = None
         if face_crop is not None:
-            image, box = face_crop.apply(image)
+            image, box = face_crop.apply(image, face_box)
         return resize_center_crop(image, size), box
 
 
@@ -105,12 +108,14 @@ def source_pixels(path: Path) -> int:
         return image.width * image.height
 
 
-def _decode(path: Path, size: int, face_crop: FaceCrop | None, max_pixels: int | None) -> DecodedImage | str:
+def _decode(
+    path: Path, face_box: Box | str | None, size: int, face_crop: FaceCrop | None, max_pixels: int | None
+) -> DecodedImage | str:
     """`decode_image` and the difference hash of one file, or the reason it is skipped. The hash
     comes from a decode of the whole image at a fixed scale, so duplicate groups (and the split)
     depend neither on `size` nor on the crop."""
     try:
-        pixels, box = decode_image(path, size, face_crop, max_pixels)
+        pixels, box = decode_image(path, size, face_crop, max_pixels, face_box)
         hash_image = load_rgb(path, HASH_DECODE_SIZE, max_pixels)
         count = source_pixels(path)
     except DECODE_ERRORS as error:
@@ -161,10 +166,14 @@ class DecodeCache:
             read = list(pool.map(_content_key, paths))
             keys, reasons = [key for key, _ in read], [reason for _, reason in read]
             missing = [(p, k) for p, k in zip(paths, keys, strict=True) if k and k not in self.entries]
+            found_before = self._faces_found_before() if missing else {}
+            boxes = [found_before.get(key, DETECT) for _, key in missing]
             if missing:
                 log.info("Decoding %d images to %d px (cache: %s)", len(missing), self.size, self.folder)
+            if found_before:
+                log.info("Their faces found before, at another size: %d", sum(box != DETECT for box in boxes))
             decode = partial(_decode, size=self.size, face_crop=self.face_crop, max_pixels=self.max_pixels)
-            decoded = pool.map(decode, [path for path, _ in missing])
+            decoded = pool.map(decode, [path for path, _ in missing], boxes)
             results = list(progress(decoded, len(missing), self._step(), log))
         self._add_shard(
             [(key, r) for (_, key), r in zip(missing, results, strict=True) if not isinstance(r, str)]
@@ -179,6 +188,20 @@ class DecodeCache:
                 kept_paths.append(path)
                 kept_images.append(self.entries[key])
         return kept_paths, kept_images
+
+    def _faces_found_before(self) -> dict[str, Box | None]:
+        """The face boxes, by content key, that caches of these crop settings at other sizes hold:
+        up to FACE_DECODE_SIZE, detection sees the same decoded image at every size."""
+        if self.face_crop is None or self.size > FACE_DECODE_SIZE:
+            return {}
+        boxes = {}
+        name = re.compile(rf"v{CACHE_VERSION}-size(\d+)-face{self.face_crop.key()}")
+        for folder in sorted(self.folder.parent.glob(f"v{CACHE_VERSION}-size*")):
+            match = name.fullmatch(folder.name)
+            if folder != self.folder and match and int(match[1]) <= FACE_DECODE_SIZE:
+                other = DecodeCache(self.folder.parent, int(match[1]), self.face_crop, self.max_pixels)
+                boxes |= {key: image.face_box for key, image in other.entries.items()}
+        return boxes
 
     def _step(self) -> str:
         """What decoding an image involves, for its progress: with face crops, face detection."""

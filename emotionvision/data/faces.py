@@ -23,6 +23,7 @@ from emotionvision.errors import UsageError
 
 Box = tuple[int, int, int, int]
 INSTALL_HINT = 'pip install "emotionvision[faces]"'
+DETECT = "detect"  # FaceCrop.apply's box where no earlier detection is known
 
 
 class FaceDetector(Protocol):
@@ -214,8 +215,11 @@ class FaceCrop:
         text = f"{self.detector}:{defaults}|margin={self.margin}|grey={self.grey}"
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
-    def apply(self, image: Image.Image) -> tuple[Image.Image, Box | None]:
-        """The face crop of an RGB image (the whole image where no face is found) and the face box."""
-        box = _shared_detector(self.detector).detect(image) if self.detector else None
+    def apply(self, image: Image.Image, box: Box | str | None = DETECT) -> tuple[Image.Image, Box | None]:
+        """The face crop of an RGB image (the whole image where no face is found) and the face box:
+        found by the detector (`box` DETECT), or the `box` a detection of this same image found before
+        (None: no face)."""
+        if box == DETECT:
+            box = _shared_detector(self.detector).detect(image) if self.detector else None
         cropped = crop_face(image, box, self.margin) if box is not None else image
         return (to_grey_rgb(cropped) if self.grey else cropped), box
