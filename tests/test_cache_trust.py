@@ -114,3 +114,18 @@ def test_a_failed_shard_write_leaves_no_file(
     assert list(folder.iterdir()) == []
     _decoded(cache_dir, images)
     assert [path.suffix for path in folder.iterdir()] == [".pt"]
+
+
+def test_older_cache_versions_are_named_with_the_space_they_take(
+    images: list[Path], cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    older = cache_dir / f"v{cache_module.CACHE_VERSION - 1}-size{SIZE}"
+    older.mkdir(parents=True)
+    (older / "shard-old.pt").write_bytes(bytes(3_000_000))
+    with caplog.at_level(logging.INFO, logger="emotionvision"):
+        _decoded(cache_dir, images)
+        _decoded(cache_dir, images)
+    named = [record.message for record in caplog.records if "older cache version" in record.message]
+    assert named == [f"Decode cache {cache_dir}: {older.name} hold an older cache version, no longer read; "
+                     "deleting them frees 3 MB"]  # fmt: skip
+    assert len(list(cache_dir.glob(f"v{cache_module.CACHE_VERSION}-size{SIZE}/shard-*.pt"))) == 1

@@ -15,6 +15,7 @@ crash or a full disk never leaves part of one under a shard's name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -144,6 +145,7 @@ class DecodeCache:
     ) -> None:
         faces = f"-face{face_crop.key()}" if face_crop else ""
         self.folder = Path(cache_dir) / f"v{CACHE_VERSION}-size{size}{faces}"
+        name_older_versions(self.folder.parent)
         self.size = size
         self.face_crop = face_crop
         self.max_pixels = max_pixels
@@ -271,6 +273,20 @@ class DecodeCache:
         columns = (shard["keys"], shard["images"], shard["hashes"], shard["source_pixels"], boxes)
         for key, pixels, hash_bits, count, box in zip(*columns, strict=True):
             self.entries[key] = DecodedImage(pixels, hash_bits, _box(box), int(count))
+
+
+@functools.cache
+def name_older_versions(cache_dir: Path) -> None:
+    """Say once per process which folders of `cache_dir` hold an older cache version (never read
+    again) and how much space deleting them frees."""
+    older = [folder for folder in sorted(cache_dir.glob("v*-size*")) if folder.is_dir()]
+    older = [folder for folder in older if not folder.name.startswith(f"v{CACHE_VERSION}-")]
+    if older:
+        megabytes = sum(path.stat().st_size for folder in older for path in folder.rglob("*.pt")) / 1e6
+        log.info(
+            "Decode cache %s: %s hold an older cache version, no longer read; deleting them frees %.0f MB",
+            cache_dir, ", ".join(folder.name for folder in older), megabytes,
+        )  # fmt: skip
 
 
 def shard_checksum(shard: dict) -> str:
