@@ -111,22 +111,27 @@ def report(name: str, run_dir: Path) -> None:
         print(f"PrivateTest target >= {PRIVATE_TEST_TARGET:.0%}: {verdict}")
 
 
-def run_pass(name: str, run_dir: Path, epochs: int, test: bool, args: argparse.Namespace) -> None:
+def run_pass(name: str, run_dir: Path, epochs: int, test: bool, args: argparse.Namespace) -> bool:
+    """Train (and with `test`, test) one pass and print what it measured; False where it failed."""
     command = train_command(run_dir, epochs, test, args)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[{name}] {shlex.join(command)}", flush=True)
-    if run_logged(command, run_dir.parent / f"{name}.log"):
+    passed = run_logged(command, run_dir.parent / f"{name}.log")
+    if passed:
         report(name, run_dir)
+    return passed
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
+    passed = True
     if args.timing_epochs:
-        run_pass("timing", args.work_dir / "timing", args.timing_epochs, False, args)
+        passed &= run_pass("timing", args.work_dir / "timing", args.timing_epochs, False, args)
     if args.epochs:
-        run_pass("run", args.work_dir / "run", args.epochs, True, args)
+        passed &= run_pass("run", args.work_dir / "run", args.epochs, True, args)
     print("\nreproduce:\n  " + shlex.join([sys.executable, *sys.argv]))
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
