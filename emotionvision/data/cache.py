@@ -172,8 +172,8 @@ class DecodeCache:
             boxes = [found_before.get(key, DETECT) for _, key in missing]
             if missing:
                 log.info("Decoding %d images to %d px (cache: %s)", len(missing), self.size, self.folder)
-            if found_before:
-                log.info("Their faces found before, at another size: %d", sum(box != DETECT for box in boxes))
+            if reused := sum(box != DETECT for box in boxes):
+                log.info("Their faces found before, at another size: %d", reused)
             decode = partial(_decode, size=self.size, face_crop=self.face_crop, max_pixels=self.max_pixels)
             decoded = pool.map(decode, [path for path, _ in missing], boxes)
             results = list(progress(decoded, len(missing), self._step(), log))
