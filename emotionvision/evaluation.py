@@ -24,6 +24,7 @@ from emotionvision.errors import UsageError
 from emotionvision.models.classifier import EmotionClassifier
 from emotionvision.models.ensemble import Ensemble, checkpoint_paths, load_checkpoints, member_runs
 from emotionvision.models.tta import check_tta
+from emotionvision.progress import interactive
 from emotionvision.reporting.sweep_runs import split_digest
 from emotionvision.rundir import RunDir
 
@@ -72,7 +73,8 @@ def evaluate(cfg: DictConfig) -> dict:
         subsets=run_subsets(run),
         explain=cfg.explain,
     )
-    trainer = instantiate(cfg.trainer, callbacks=[report])
+    # the test bar on a terminal only, as in training (EpochLog): in a log file its redraws garble it
+    trainer = instantiate(cfg.trainer, callbacks=[report], enable_progress_bar=interactive())
     # verbose=False: the report logs its metrics (Lightning's table would average over absent classes)
     trainer.test(model, dataloaders=loader, verbose=False)
     return output.merge_metrics(coverage | {"checkpoints": [str(path) for path in paths]})

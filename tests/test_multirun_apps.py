@@ -28,7 +28,7 @@ CLASSES = ["anger", "happy", "sad"]
 SIZE = 32
 # what Lightning (INFO lines) and the libraries (Python warnings) print unasked
 CHATTER = ["Seed set to", "GPU available", "TPU available", "💡 Tip", "litlogger", "litmodels", "_pytree"]
-CHATTER += ["No positive samples", "Warning"]
+CHATTER += ["No positive samples", "Warning", "Testing ━"]  # a progress bar off a terminal
 # in the job's log file instead, at DEBUG
 GPU_LINE = "[lightning.pytorch.utilities.rank_zero][DEBUG] - GPU available:"
 
