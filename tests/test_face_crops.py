@@ -107,6 +107,6 @@ def test_another_size_crops_the_faces_found_before(photos: Path, tmp_path: Path,
     assert [image.face_box for image in reused] == [image.face_box for image in detected]
     assert any(image.face_box is None for image in reused) and any(image.face_box for image in reused)
     assert all(torch.equal(a.pixels, b.pixels) for a, b in zip(reused, detected, strict=True))
+    wider = FaceCrop(**(FACE | {"margin": 0.3}))
     with pytest.raises(AssertionError, match="ran again"):  # other crop settings: detected anew
-        wider = FaceCrop(**(FACE | {"margin": 0.3}))
         DecodeCache(tmp_path / "cache", 64, wider).get_many(paths, SkipReport())
