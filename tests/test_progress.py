@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from emotionvision.callbacks import EpochLog
@@ -24,6 +25,14 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+class FlatModel(BoringModel):
+    """A model whose validation `val/macro_f1` never improves on its first value."""
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/macro_f1", 0.5)
+        return super().validation_step(batch, batch_idx)
 
 
 def decode_lines(paths: list[Path], cache: Path, caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -77,3 +86,28 @@ def test_training_logs_a_line_per_epoch_instead_of_the_bar(terminal: bool, caplo
     assert {record.levelno for record in records} == {logging.DEBUG if terminal else logging.INFO}
     assert trainer.progress_bar_callback is not None
     assert trainer.progress_bar_callback.is_enabled == terminal
+
+
+def test_the_eta_says_when_early_stopping_would_end_the_run(caplog) -> None:
+    """Patience 2 of 5 epochs on a metric that never improves: the first two lines give the ETA to epoch 5
+    and to epoch 3, where early stopping ends the run; the last line, at the stop, has no ETA."""
+    stopper = EarlyStopping(monitor="val/macro_f1", mode="max", patience=2)
+    trainer = pl.Trainer(
+        max_epochs=5,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[EpochLog("val/macro_f1", terminal=False), stopper],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    with caplog.at_level(logging.INFO, logger="emotionvision.callbacks.progress"):
+        trainer.fit(FlatModel())
+    records = [record for record in caplog.records if record.name == "emotionvision.callbacks.progress"]
+    lines = [record.getMessage() for record in records]
+    soonest = r"ETA \d\d:\d\d, or \d\d:\d\d if val/macro_f1 does not improve \(early stopping after epoch 3\)"
+    for epoch, line in enumerate(lines[:2], start=1):
+        assert re.fullmatch(rf"Epoch {epoch}/5: val/macro_f1 0.5000; [\d.]+ s; {soonest}", line), line
+    assert re.fullmatch(r"Epoch 3/5: val/macro_f1 0.5000; [\d.]+ s", lines[2]), lines
+    assert len(lines) == 3 and trainer.current_epoch == 3

@@ -19,8 +19,9 @@ class EpochLog(Callback):
     """On a terminal (`emotionvision.progress.interactive`), Lightning's progress bar shows training;
     elsewhere (nohup, CI, a log file) this callback turns the bar off and logs one line per epoch:
     `Epoch 3/20: train/loss 0.812, val/loss 0.903, val/macro_f1 0.412; 41.2 s; ETA 11:37`, the ETA
-    being the mean time of this process's epochs times the epochs left to `max_epochs` (early stopping
-    may end the run sooner). On a terminal the line goes to the log at DEBUG.
+    being the mean time of this process's epochs times the epochs left to `max_epochs`. Where early
+    stopping would end the run sooner, the line adds when: `ETA 11:37, or 03:27 if val/macro_f1 does
+    not improve (early stopping after epoch 8)`. On a terminal the line goes to the log at DEBUG.
 
     The line is written when the next epoch starts or training ends: the module logs its training
     metrics in `on_train_epoch_end`, after the callbacks' own hook (as `HistoryCallback`)."""
@@ -62,7 +63,20 @@ class EpochLog(Callback):
         values = ", ".join(f"{name} {float(metrics[name]):.4f}" for name in names if name in metrics)
         parts = [values] if values else []
         parts.append(f"{self.durations[-1]:.1f} s")
-        if total is not None and total > 0:
-            left = max(0, total - epoch) * sum(self.durations) / len(self.durations)
-            parts.append(f"ETA {tqdm.format_interval(left)}")
+        if total is not None and total > 0 and not trainer.should_stop:
+            parts.append(self.eta(trainer, total))
         return f"Epoch {epoch}/{total}: {'; '.join(parts)}"
+
+    def eta(self, trainer: pl.Trainer, total: int) -> str:
+        """`ETA <time>` to `total` epochs, and to the epoch early stopping would end at, where sooner."""
+        epoch_seconds = sum(self.durations) / len(self.durations)
+        eta = f"ETA {tqdm.format_interval((total - trainer.current_epoch) * epoch_seconds)}"
+        stopper = trainer.early_stopping_callback
+        if stopper is None:
+            return eta
+        last = trainer.current_epoch + stopper.patience - stopper.wait_count
+        if last >= total:
+            return eta
+        soonest = tqdm.format_interval((last - trainer.current_epoch) * epoch_seconds)
+        stop = f"early stopping after epoch {last}"
+        return f"{eta}, or {soonest} if {stopper.monitor} does not improve ({stop})"
