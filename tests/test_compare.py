@@ -215,3 +215,17 @@ def test_two_cross_validations_are_paired_fold_by_fold(tmp_path: Path) -> None:
     assert f"corrected resampled t-test p = {expected:.3g}): the difference is significant" in report
     assert "The corrected resampled t-test decides significance" in report
     assert "(with 4 pairs its smallest two-sided p is 0.125, so it cannot reach 5% on its own)" in report
+
+
+def test_path_values_are_labelled_by_what_differs(tmp_path: Path) -> None:
+    """A sweep over checkpoints: each variant is named by its path after the folders they share."""
+    pretrained = tmp_path / "logs/fer2013_pretrain/runs"
+    inits = [pretrained / name / "checkpoints/best.ckpt" for name in ("first", "second")]
+    for job, (init, seed) in enumerate((init, seed) for init in inits for seed in (1, 2)):
+        write_run(tmp_path / "sweep" / str(job), [f"model.init_from={init}", f"seed={seed}"], seed, 0.5)
+    runs = load_runs([tmp_path / "sweep"])
+    assert assign_variants(runs, swept_keys(runs)) == [
+        "model.init_from=.../first/checkpoints/best.ckpt",
+        "model.init_from=.../second/checkpoints/best.ckpt",
+    ]
+    assert [run.overrides["model.init_from"] for run in runs[::2]] == [str(init) for init in inits]

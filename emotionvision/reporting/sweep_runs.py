@@ -141,6 +141,20 @@ def swept_keys(runs: list[Run]) -> list[str]:
     ]
 
 
+def shown_values(runs: list[Run], key: str) -> dict[str, str]:
+    """{value: as a label shows it} of one swept key: paths after the folder they share
+    ('.../<run>/checkpoints/best-epoch011.ckpt'), so that labels show what differs; other values whole."""
+    values = list(dict.fromkeys(str(run.overrides.get(key, NOT_SWEPT)) for run in runs))
+    paths = [value for value in values if "/" in value]
+    try:
+        shared = os.path.commonpath(paths) if len(paths) > 1 else ""
+    except ValueError:  # absolute and relative paths
+        shared = ""
+    if shared in ("", "/") or shared in paths:
+        return {value: value for value in values}
+    return {value: f".../{os.path.relpath(value, shared)}" if value in paths else value for value in values}
+
+
 def evaluation_variant(run: Run) -> str:
     """An evaluation run's label: what it evaluated and where from ('ensemble of 5 checkpoints from
     <sweep>', 'best-epoch007.ckpt from <run>'), and its tta: two ensembles of different sweeps differ."""
@@ -158,11 +172,13 @@ def assign_variants(runs: list[Run], keys: list[str]) -> list[str]:
     """Label each training run with its values of the swept keys, each evaluation run with what it
     evaluated; the variant names in order of first run, training runs' first."""
     alone = "single models" if any(run.evaluation for run in runs) else "all runs"
+    shown = {key: shown_values(runs, key) for key in keys}
     for run in runs:
         if run.evaluation:
             run.variant = evaluation_variant(run)
         else:
-            run.variant = ", ".join(f"{key}={run.overrides.get(key, NOT_SWEPT)}" for key in keys) or alone
+            values = [f"{key}={shown[key][str(run.overrides.get(key, NOT_SWEPT))]}" for key in keys]
+            run.variant = ", ".join(values) or alone
     seen = {}
     for run in runs:
         if (run.variant, run.pair) in seen:
