@@ -2,8 +2,9 @@
 
 Reproduce (from the repository root, on a machine with a CUDA GPU and FER2013 at --data-root):
 
-    python benchmarks/fer2013_gpu.py --timing-epochs 2 --epochs 0        # the timing pass alone
-    python benchmarks/fer2013_gpu.py --timing-epochs 2 --epochs 60       # timing pass, then the run
+    python benchmarks/fer2013_gpu.py --timing-epochs 2 --epochs 0        # the timing passes alone
+    python benchmarks/fer2013_gpu.py --timing-epochs 2 --epochs 60       # timing passes, then the run
+    python benchmarks/fer2013_gpu.py --epochs 60 --augment image --timing-augment image  # per image only
     python benchmarks/fer2013_gpu.py --epochs 60 model=resnet18 model.stem=small   # another recipe
     python benchmarks/fer2013_gpu.py --epochs 1 --batch-size 64 --workers 0 --trainer cpu \
         ++trainer.limit_train_batches=3 ++trainer.limit_val_batches=3      # a CPU check of the script
@@ -11,9 +12,14 @@ Reproduce (from the repository root, on a machine with a CUDA GPU and FER2013 at
 A stopped run continues with `emotionvision-train resume=<work dir>/run` (its history.csv keeps every
 epoch; the throughput printed here needs one uninterrupted pass).
 
-Both passes run `emotionvision-train experiment=fer2013_recipe trainer=gpu` (16-bit mixed precision)
-with Lightning's SimpleProfiler, in --work-dir/timing and --work-dir/run. The timing pass trains
-without testing; the run tests its best checkpoint (chosen on the validation split carved from
+Every pass runs `emotionvision-train experiment=fer2013_recipe trainer=gpu` (16-bit mixed precision)
+with Lightning's SimpleProfiler. The recipe's augmentation runs on one of two data paths:
+- image: image by image in the loader workers (`augmentation=standard`, as the recipe trains on CPUs);
+- batch: on whole batches on the GPU (`augmentation=none batch_augmentation=standard`, kornia), each
+  image its own draw. The loader then only stacks cached images.
+The timing passes (--timing-augment, both by default: --work-dir/timing-image, timing-batch) train
+without testing, so their data wait shows whether a path starves the GPU; the run (--augment, batch by
+default: --work-dir/run) tests its best checkpoint (chosen on the validation split carved from
 train/, never on test/) on test/ and its PublicTest_/PrivateTest_ halves. Printed, from the run's own
 files:
 - images/s: training images x epochs / the profiler's training-step time (next batch + step);
@@ -40,6 +46,11 @@ from train_speed import TRAIN_BATCH_ROW, TRAIN_NEXT_ROW, history_epoch_seconds, 
 FER2013 = REPO_ROOT.parent / "shared" / "datasets" / "fer2013"
 DATA_WAIT_TARGET = 0.05
 PRIVATE_TEST_TARGET = 0.72
+# where the recipe's augmentation runs: image by image in the loader, or on whole batches on the device
+DATA_PATHS = {
+    "image": ["augmentation=standard", "batch_augmentation=none"],
+    "batch": ["augmentation=none", "batch_augmentation=standard"],
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,14 +63,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers")
     parser.add_argument("--trainer", default="gpu", help="trainer config: gpu | cpu (to check the script)")
+    parser.add_argument("--augment", choices=sorted(DATA_PATHS), default="batch", help="the run's data path")
+    parser.add_argument(
+        "--timing-augment", default="image,batch", help="the data paths to time, comma-separated"
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both passes")
     args = parser.parse_args()
+    args.timing_augment = args.timing_augment.split(",")
+    if not set(args.timing_augment) <= set(DATA_PATHS):
+        parser.error(f"--timing-augment takes {' and '.join(sorted(DATA_PATHS))}, got {args.timing_augment}")
     for name in ("data_root", "cache_dir", "work_dir"):
         setattr(args, name, getattr(args, name).resolve())
     return args
 
 
-def train_command(run_dir: Path, epochs: int, test: bool, args: argparse.Namespace) -> list[str]:
+def train_command(
+    run_dir: Path, epochs: int, test: bool, data_path: str, args: argparse.Namespace
+) -> list[str]:
     return [
         *(
             sys.executable,
@@ -77,6 +97,7 @@ def train_command(run_dir: Path, epochs: int, test: bool, args: argparse.Namespa
         *(f"hydra.run.dir={run_dir}", "++trainer.enable_progress_bar=false"),
         "+trainer.profiler._target_=lightning.pytorch.profilers.SimpleProfiler",
         *(f"+trainer.profiler.dirpath={run_dir}", "+trainer.profiler.filename=profile"),
+        *DATA_PATHS[data_path],
         *args.overrides,
     ]
 
@@ -111,9 +132,12 @@ def report(name: str, run_dir: Path) -> None:
         print(f"PrivateTest target >= {PRIVATE_TEST_TARGET:.0%}: {verdict}")
 
 
-def run_pass(name: str, run_dir: Path, epochs: int, test: bool, args: argparse.Namespace) -> bool:
-    """Train (and with `test`, test) one pass and print what it measured; False where it failed."""
-    command = train_command(run_dir, epochs, test, args)
+def run_pass(
+    name: str, run_dir: Path, epochs: int, test: bool, data_path: str, args: argparse.Namespace
+) -> bool:
+    """Train (and with `test`, test) one pass with the augmentation on `data_path` and print what it
+    measured; False where it failed."""
+    command = train_command(run_dir, epochs, test, data_path, args)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[{name}] {shlex.join(command)}", flush=True)
     passed = run_logged(command, run_dir.parent / f"{name}.log")
@@ -125,10 +149,11 @@ def run_pass(name: str, run_dir: Path, epochs: int, test: bool, args: argparse.N
 def main() -> int:
     args = parse_args()
     passed = True
-    if args.timing_epochs:
-        passed &= run_pass("timing", args.work_dir / "timing", args.timing_epochs, False, args)
+    for data_path in args.timing_augment if args.timing_epochs else []:
+        name = f"timing-{data_path}"
+        passed &= run_pass(name, args.work_dir / name, args.timing_epochs, False, data_path, args)
     if args.epochs:
-        passed &= run_pass("run", args.work_dir / "run", args.epochs, True, args)
+        passed &= run_pass("run", args.work_dir / "run", args.epochs, True, args.augment, args)
     print("\nreproduce:\n  " + shlex.join([sys.executable, *sys.argv]))
     return 0 if passed else 1
 

@@ -33,6 +33,7 @@ TRUSTED_PACKAGES = (
     "lightning",
     "torchmetrics",
     "timm",
+    "kornia.augmentation",
 )
 # modules of trusted packages that instantiate whatever class a string names (jsonargparse's class_path)
 UNTRUSTED_MODULES = ("lightning.pytorch.cli", "lightning.fabric.cli")

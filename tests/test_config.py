@@ -111,6 +111,10 @@ def test_every_option_composes_and_instantiates(
     if group == "augmentation":
         augmented = datamodule.augmentation(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
         assert augmented.shape == (3, 32, 32) and augmented.dtype == torch.uint8
+    if group == "batch_augmentation":  # whole float batches on their device (tests/test_toolkit.py)
+        assert (datamodule.batch_augmentation is None) == (option == "none")
+        if datamodule.batch_augmentation is not None:
+            assert datamodule.batch_augmentation(torch.rand(4, 3, 32, 32)).shape == (4, 3, 32, 32)
     if group == "mixing":  # a batch transform built for the data's classes (tests/test_toolkit.py)
         assert (datamodule.mixing is None) == (option == "none")
         if datamodule.mixing is not None:

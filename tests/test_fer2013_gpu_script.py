@@ -25,13 +25,14 @@ def fer2013_like(tmp_path: Path, make_tree) -> Path:
 
 
 @pytest.mark.slow
-def test_both_passes_print_throughput_data_wait_epochs_and_private_test(
+def test_every_pass_prints_throughput_data_wait_epochs_and_private_test(
     fer2013_like: Path, tmp_path: Path
 ) -> None:
     command = [
         *(sys.executable, str(REPO_ROOT / "benchmarks" / "fer2013_gpu.py"), "--trainer", "cpu"),
         *("--data-root", str(fer2013_like), "--cache-dir", str(tmp_path / "cache")),
         *("--work-dir", str(tmp_path / "work"), "--timing-epochs", "1", "--epochs", "2"),
+        *("--timing-augment", "image"),  # and the run on its default, kornia's batches: both data paths
         *("--batch-size", "8", "--workers", "0", "++trainer.limit_train_batches=2"),
         "callbacks.report.explain=null",
     ]
@@ -39,6 +40,10 @@ def test_both_passes_print_throughput_data_wait_epochs_and_private_test(
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     output, lines = done.stdout, done.stdout.splitlines()
     assert output.count("training images/s: ") == 2 and output.count("% of step time") == 2
+    commands = {line.split("]")[0][1:]: line for line in lines if line.startswith("[")}
+    assert list(commands) == ["timing-image", "run"]
+    assert "augmentation=standard batch_augmentation=none" in commands["timing-image"]
+    assert "augmentation=none batch_augmentation=standard" in commands["run"]
     epochs = [line.split() for line in lines if line.split()[:1] in (["0"], ["1"])]
     assert [int(row[0]) for row in epochs] == [0, 0, 1]  # the timing pass's epoch, then the run's two
     assert all(float(row[1]) > 0 and 0 <= float(row[2]) <= 1 for row in epochs)

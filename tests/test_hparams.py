@@ -27,6 +27,7 @@ def test_a_sweep_jobs_choices_overrides_and_headline_settings(compose_train) -> 
         "optimizer": "adamw",
         "loss": "weighted_ce",
         "mixing": "none",
+        "batch_augmentation": "none",
         "augmentation": "standard",
         "preprocess": "none",
         "data": "demo",

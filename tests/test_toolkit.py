@@ -1,9 +1,13 @@
 """The training toolkit's config choices: mixup/cutmix (`mixing=`) with soft-target losses and the
 training metrics they define, RandAugment and TrivialAugment (`augmentation=`), and weight averaging
-(`averaging=ema`) in validation, checkpoints, load_classifier, export and resume."""
+(`averaging=ema`) in validation, checkpoints, load_classifier, export and resume, and the augmentation of
+whole batches on their device (`batch_augmentation=standard`)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -17,6 +21,7 @@ from torchvision.transforms import v2
 
 from emotionvision.callbacks.averaging import EMAAveraging
 from emotionvision.cli.train import instantiate_run
+from emotionvision.data.augmentation import check_batch_augmentation
 from emotionvision.data.mixing import batch_mixing
 from emotionvision.errors import UsageError
 from emotionvision.models.backbones import BACKBONES, register_backbone
@@ -379,3 +384,63 @@ def test_a_resumed_ema_run_continues_exactly(ema_run, toolkit_cfg) -> None:
         for name, value in whole[key].items():
             torch.testing.assert_close(resumed[key][name], value, rtol=0, atol=1e-6, msg=f"{key} {name}")
     assert resumed["averaging_state"]["n_averaged"] == whole["averaging_state"]["n_averaged"] == 6
+
+
+# ---------------------------------------------------------------------------------------------------
+# augmentation of whole batches on their device (batch_augmentation=standard, kornia)
+
+
+class BatchImages(pl.Callback):
+    """The images and dataset indices each training and validation step received."""
+
+    def __init__(self) -> None:
+        self.batches: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"train": [], "val": []}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches["train"].append((batch[0].clone(), batch[2].clone()))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.batches["val"].append((batch[0].clone(), batch[2].clone()))
+
+
+def test_batch_augmentation_draws_each_training_image_its_own_way(toolkit_cfg) -> None:
+    pytest.importorskip("kornia", reason="batch_augmentation=standard needs the kornia extra")
+    base, compose_cfg = toolkit_cfg
+    output = f"paths.output_dir={base / 'batch_augmented'}"
+    seen = BatchImages()
+    _, trainer = fit(compose_cfg(output, "batch_augmentation=standard", "data.mixing=null"), seen)
+    datamodule = trainer.datamodule
+    assert datamodule.mixing is None
+    for stage in ("train", "val"):
+        for images, indices in seen.batches[stage]:
+            served = torch.stack([datamodule.datasets[stage][index][0] for index in indices.tolist()])
+            changed = (images - served).abs().flatten(1).amax(1) > 1e-3
+            assert changed.all() if stage == "train" else not changed.any(), (stage, changed)
+    # one image eight times: eight crops, flips, rotations and jitters, not one draw for the batch
+    copies = served[:1].repeat(8, 1, 1, 1)
+    augmented = datamodule.batch_augmentation(copies)
+    assert augmented.shape == copies.shape and augmented.min() >= 0 and augmented.max() <= 1
+    assert len({tuple(image.flatten()[:50].tolist()) for image in augmented}) == 8
+
+
+def test_the_augmentation_benchmark_times_both_paths() -> None:
+    """benchmarks/augmentation_speed.py, at a tiny size: both rates and their ratio, and how to rerun."""
+    pytest.importorskip("kornia", reason="batch_augmentation=standard needs the kornia extra")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "augmentation_speed.py"
+    command = [sys.executable, str(script), "--size", "16", "--batch-size", "4", "--batches", "1"]
+    done = subprocess.run([*command, "--rounds", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rates = re.findall(r"(image by image|batch \(cpu\)): +(\d+) images/s +\(rounds: \d+, \d+\)", done.stdout)
+    assert [name for name, _ in rates] == ["image by image", "batch (cpu)"]
+    assert all(int(rate) > 0 for _, rate in rates)
+    assert re.search(r"batch / image by image: \d+\.\dx", done.stdout) and "reproduce:" in done.stdout
+
+
+def test_batch_augmentation_without_kornia_says_how_to_install(compose_train, monkeypatch) -> None:
+    node = compose_train(["batch_augmentation=standard"]).data.batch_augmentation
+    monkeypatch.setitem(sys.modules, "kornia", None)  # as where the kornia extra is not installed
+    monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
+    hint = r'\(kornia\.augmentation\.ImageSequential\) needs kornia: pip install "emotionvision\[kornia\]"'
+    with pytest.raises(UsageError, match=hint):
+        check_batch_augmentation(node)
+    check_batch_augmentation(compose_train([]).data.batch_augmentation)  # none: nothing to import

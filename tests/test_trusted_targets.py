@@ -5,6 +5,7 @@ runs. Evaluations (and so cross-data-set matrices) read only the monitored metri
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import shutil
 import subprocess
@@ -121,6 +122,10 @@ def test_the_configs_emotionvision_writes_pass_and_the_list_extends(seed_sweep: 
     check_targets(OmegaConf.to_container(saved), "a run's config")  # every target of a real run
     for target in ("emotionvision.data.mixing.batch_mixing", "torchvision.transforms.v2.RandAugment"):
         assert untrusted_reason(target, trusted_packages()) is None
+    # kornia's transforms, in a list (_args_), as a resumed run with batch_augmentation=standard has them
+    conf = importlib.resources.files("emotionvision.conf")
+    shipped = OmegaConf.load(conf / "batch_augmentation" / "standard.yaml")
+    check_targets(OmegaConf.to_container(shipped), "batch_augmentation=standard")
     # targets hidden in lists and interpolations are found: what is checked is what is instantiated
     nested = OmegaConf.create(
         {"a": [1, {"_target_": "${oc.decode:'json.loads'}"}], "b": "${oc.create:{_target_: os.system}}"}

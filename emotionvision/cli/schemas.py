@@ -96,6 +96,7 @@ class TrainConfig:
     model: ModelConfig = MISSING  # model/*.yaml extend schema/model too
     data: Any = MISSING
     augmentation: Any = None
+    batch_augmentation: Any = None
     mixing: Any = None
     loss: Any = MISSING
     optimizer: Any = MISSING

@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 
 def instantiate_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """The datamodule, model and trainer (with callbacks and loggers) the config describes."""
+    from emotionvision.data.augmentation import check_batch_augmentation
+
     check_arguments(cfg.trainer, "trainer")  # a misspelt Trainer key fails before anything runs
+    check_batch_augmentation(cfg.data.get("batch_augmentation"))
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     # the data give the model its classes and input size; plain lists/dicts in hparams: checkpoints
     # load with weights_only=True

@@ -1,6 +1,10 @@
-"""Training augmentation whose magnitude is one number, for hyperparameter search."""
+"""Training augmentation whose magnitude is one number, for hyperparameter search, and the check that
+the batch augmentation's library is installed."""
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
 
 from torchvision.transforms import v2
 
@@ -35,3 +39,18 @@ def scaled_augmentation(strength: float, size: int) -> v2.Compose:
             v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5))], p=min(1.0, 0.3 * strength)),
         ]
     )
+
+
+def check_batch_augmentation(batch_augmentation: Mapping | None) -> None:
+    """`data.batch_augmentation` (kornia's transforms, batch_augmentation=standard) needs the kornia
+    extra: UsageError naming the option and the install command, before anything runs."""
+    target = str((batch_augmentation or {}).get("_target_", ""))
+    if not target.startswith("kornia."):
+        return
+    try:
+        importlib.import_module("kornia.augmentation")
+    except ImportError:
+        raise UsageError(
+            f'batch_augmentation ({target}) needs kornia: pip install "emotionvision[kornia]", '
+            "or train with batch_augmentation=none augmentation=standard."
+        ) from None

@@ -56,8 +56,10 @@ class EmotionDataModule(pl.LightningDataModule):
     duplicates and subjects grouped (data/grouping.py: `near_duplicate_bits`, `group_by`); split by
     class and group (data/splitting.py: `split_ratios`, `split_seed`, or fold `fold` of `folds`);
     decoded once at `image_size` into the cache (data/cache.py) and served with `augmentation` on
-    training images; `mixing` (a factory given the number of classes, data/mixing.py) mixes training
-    batches on their device, their targets becoming rows of class probabilities. `split_file` reuses
+    training images (each image in the loader); `batch_augmentation` (float images in [0, 1], a
+    batch in, the batch out, each image drawn its own way: kornia's) augments training batches on
+    their device; `mixing` (a factory given the number of classes, data/mixing.py) then mixes them,
+    their targets becoming rows of class probabilities. `split_file` reuses
     a split manifest instead of splitting.
 
     Written beside `manifest_path` (a run's split.csv: path, label, split, group): skipped.csv (path,
@@ -83,6 +85,7 @@ class EmotionDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         augmentation: v2.Transform | None = None,
+        batch_augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None,
         mixing: Callable[[int], v2.Transform] | None = None,
         train_label_shuffle_seed: int | None = None,
         face_crop: dict | None = None,
@@ -106,6 +109,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.augmentation = augmentation
+        self.batch_augmentation = batch_augmentation or None  # batch_augmentation=none: an empty node
         self.mixing = mixing(len(self.class_names)) if mixing else None  # mixing=none: an empty node
         self.train_label_shuffle_seed = train_label_shuffle_seed
         self.skipped = SkipReport()
@@ -255,12 +259,16 @@ class EmotionDataModule(pl.LightningDataModule):
         return weights / weights.mean()
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """Mix training batches (`mixing`), on their device: (mixed images, target rows, indices).
-        Sanity-check, validation, test and prediction batches pass unchanged."""
-        if self.mixing is None or self.trainer is None or not self.trainer.training:
+        """Augment (`batch_augmentation`), then mix (`mixing`) training batches on their device:
+        (images, targets or target rows, indices). Sanity-check, validation, test and prediction
+        batches pass unchanged."""
+        if self.trainer is None or not self.trainer.training:
             return batch
         images, targets, indices = batch
-        images, targets = self.mixing(images, targets)
+        if self.batch_augmentation is not None:
+            images = self.batch_augmentation(images)
+        if self.mixing is not None:
+            images, targets = self.mixing(images, targets)
         return images, targets, indices
 
     def _loader(self, split: str) -> DataLoader:
