@@ -65,21 +65,29 @@ def test_decoding_shows_a_bar_on_a_terminal(tmp_path: Path, make_tree, caplog, m
     assert re.search(r"\rDecoding: 100%\|.+\| 6/6 \[", sys.stderr.getvalue())
 
 
-@pytest.mark.parametrize("terminal", [False, True], ids=["log", "terminal"])
-def test_training_logs_a_line_per_epoch_instead_of_the_bar(terminal: bool, caplog) -> None:
+def fit_logged(
+    model: pl.LightningModule, epochs: int, callbacks: list[pl.Callback], caplog: pytest.LogCaptureFixture
+) -> tuple[pl.Trainer, list[logging.LogRecord]]:
+    """Fit `model` for `epochs` of two training batches with `callbacks`: the trainer and the records
+    EpochLog logged (DEBUG and up)."""
     trainer = pl.Trainer(
-        max_epochs=2,
+        max_epochs=epochs,
         limit_train_batches=2,
         limit_val_batches=1,
-        callbacks=[EpochLog("val/macro_f1", terminal=terminal)],
+        callbacks=callbacks,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
     )
     with caplog.at_level(logging.DEBUG, logger="emotionvision.callbacks.progress"):
-        trainer.fit(BoringModel())
-    records = [record for record in caplog.records if record.name == "emotionvision.callbacks.progress"]
+        trainer.fit(model)
+    return trainer, [record for record in caplog.records if record.name == "emotionvision.callbacks.progress"]
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["log", "terminal"])
+def test_training_logs_a_line_per_epoch_instead_of_the_bar(terminal: bool, caplog) -> None:
+    trainer, records = fit_logged(BoringModel(), 2, [EpochLog("val/macro_f1", terminal=terminal)], caplog)
     assert [record.getMessage().split(":")[0] for record in records] == ["Epoch 1/2", "Epoch 2/2"]
     assert re.fullmatch(r"Epoch 1/2: [\d.]+ s; ETA \d\d:\d\d", records[0].getMessage())
     # on a terminal the bar shows progress and the lines go to the log at DEBUG only
@@ -92,19 +100,7 @@ def test_the_eta_says_when_early_stopping_would_end_the_run(caplog) -> None:
     """Patience 2 of 5 epochs on a metric that never improves: the first two lines give the ETA to epoch 5
     and to epoch 3, where early stopping ends the run; the last line, at the stop, has no ETA."""
     stopper = EarlyStopping(monitor="val/macro_f1", mode="max", patience=2)
-    trainer = pl.Trainer(
-        max_epochs=5,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        callbacks=[EpochLog("val/macro_f1", terminal=False), stopper],
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
-    with caplog.at_level(logging.INFO, logger="emotionvision.callbacks.progress"):
-        trainer.fit(FlatModel())
-    records = [record for record in caplog.records if record.name == "emotionvision.callbacks.progress"]
+    trainer, records = fit_logged(FlatModel(), 5, [EpochLog("val/macro_f1", terminal=False), stopper], caplog)
     lines = [record.getMessage() for record in records]
     soonest = r"ETA \d\d:\d\d, or \d\d:\d\d if val/macro_f1 does not improve \(early stopping after epoch 3\)"
     for epoch, line in enumerate(lines[:2], start=1):
