@@ -170,8 +170,37 @@ def test_compare_sets_the_ensemble_beside_the_single_models(
     assert "| ensemble of 2 checkpoints from other_sweep, tta=flip | 1 |" in report
     assert "| best-epoch007.ckpt from some_run | 1 |" in report
     assert "Every run used the same split" in report
-    assert "## Beside single models (not paired)" in report
+    assert "## Not paired: each beside the runs of its checkpoints, else beside single models" in report
     assert f"- {ensemble}: test/acc " in report and "unpaired, so no test" in report
     with (tmp_path / "out/runs.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [row["variant"] for row in rows][:3] == ["single models", "single models", ensemble]
+
+
+def test_compare_sets_each_ensemble_beside_the_runs_of_its_checkpoints(
+    sweep_dir: Path, ensemble_dir: Path, tmp_path: Path
+) -> None:
+    # a second sweep (label smoothing) that scored 0.99 on every metric, and the ensemble of its checkpoints
+    sweep_smooth, ensemble_smooth = tmp_path / "sweep_smooth", tmp_path / "ensemble_smooth"
+    shutil.copytree(sweep_dir, sweep_smooth)
+    shutil.copytree(ensemble_dir, ensemble_smooth)
+    for job in ("0", "1"):
+        with (sweep_smooth / job / ".hydra/overrides.yaml").open("a") as handle:
+            handle.write("- loss.label_smoothing=0.1\n")
+        metrics = read_metrics(sweep_smooth / job)
+        metrics.update({name: 0.99 for name in ("test/acc", "test/macro_f1", "test/auroc")})
+        (sweep_smooth / job / "metrics.json").write_text(json.dumps(metrics))
+    metrics = read_metrics(ensemble_smooth)
+    checkpoints = [str(next((sweep_smooth / job / "checkpoints").glob("best-*.ckpt"))) for job in ("0", "1")]
+    metrics.update(
+        {name: 1.0 for name in ("test/acc", "test/macro_f1", "test/auroc")}, checkpoints=checkpoints
+    )
+    (ensemble_smooth / "metrics.json").write_text(json.dumps(metrics))
+    report = compare([sweep_dir, sweep_smooth, ensemble_dir, ensemble_smooth], tmp_path / "out")
+    lines = [line for line in report.splitlines() if line.endswith("unpaired, so no test.")]
+    own, other = (
+        next(line for line in lines if f"from {name}," in line) for name in (sweep_dir.name, "sweep_smooth")
+    )
+    assert own.endswith("of the loss.label_smoothing=(default) runs; unpaired, so no test.")
+    assert "test/acc 1.000 (above 2 of 2)" in other
+    assert other.endswith("of the loss.label_smoothing=0.1 runs; unpaired, so no test.")

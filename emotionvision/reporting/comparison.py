@@ -20,6 +20,7 @@ from emotionvision.reporting.sweep_runs import (
     PAIRING_KEY,
     Run,
     assign_variants,
+    checkpoint_variant,
     load_runs,
     metric_names,
     pair_unit,
@@ -103,19 +104,22 @@ def markdown_report(
         ]
     unpaired = _unpaired_lines(runs, variants)
     if unpaired:
-        lines += ["", f"## Beside {variants[0]} (not paired)", "", *unpaired]
+        heading = f"## Not paired: each beside the runs of its checkpoints, else beside {variants[0]}"
+        lines += ["", heading, "", *unpaired]
     return "\n".join(lines) + "\n"
 
 
 def _unpaired_lines(runs: list[Run], variants: list[str]) -> list[str]:
-    """For each variant that shares no seed or fold with the reference (an evaluation run, e.g. an
-    ensemble of its checkpoints): its headline metrics and how many of the reference's runs it beats;
-    one run against a spread of runs, so no test."""
-    reference = variants[0]
+    """For each variant that shares no seed or fold with the first (an evaluation run, e.g. an ensemble
+    of a sweep's checkpoints): its headline metrics and how many runs it beats of the variant that holds
+    its checkpoints (`checkpoint_variant`), else of the first; one run against a spread of runs, so no
+    test."""
     lines = []
     for variant in variants[1:]:
-        if shares_pairs(runs, reference, variant):
+        if shares_pairs(runs, variants[0], variant):
             continue
+        run = next(run for run in runs if run.variant == variant)
+        reference = (run.evaluation and checkpoint_variant(runs, run)) or variants[0]
         scores = []
         for metric in headline_keys():
             value = float(np.mean(list(values_by_pair(runs, variant, metric).values())))

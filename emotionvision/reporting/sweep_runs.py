@@ -168,6 +168,19 @@ def evaluation_variant(run: Run) -> str:
     return label + ("" if run.tta == "none" else f", tta={run.tta}")
 
 
+def checkpoint_variant(runs: list[Run], evaluation: Run) -> str | None:
+    """The training variant whose run directories hold every checkpoint of `evaluation` (an ensemble of
+    a sweep's checkpoints: that sweep's variant); None when they are not one variant's runs."""
+    run_dirs = {run.path.resolve(): run.variant for run in runs if not run.evaluation}
+    variants = set()
+    for checkpoint in (Path(path).resolve() for path in evaluation.checkpoints or []):
+        holders = {variant for folder, variant in run_dirs.items() if checkpoint.is_relative_to(folder)}
+        if not holders:
+            return None
+        variants |= holders
+    return variants.pop() if len(variants) == 1 else None
+
+
 def assign_variants(runs: list[Run], keys: list[str]) -> list[str]:
     """Label each training run with its values of the swept keys, each evaluation run with what it
     evaluated; the variant names in order of first run, training runs' first."""
